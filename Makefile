@@ -1,0 +1,37 @@
+# Two commands on a fresh machine: `make demo` and `make test` (see README.md).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip install --quiet --disable-pip-version-check
+BIN := $(VENV)/bin
+
+.PHONY: demo test bench clean
+
+# The base install: no torch. Planning and the doctor must work with only this.
+$(VENV)/.base-installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) --upgrade pip
+	$(PIP) -e .
+	touch $@
+
+# Dev install: CPU torch from the local wheel FIRST, so nothing later pulls a CUDA build;
+# never torchvision (it fails to import beside CPU torch and breaks transformers' Qwen2-VL).
+$(VENV)/.dev-installed: $(VENV)/.base-installed
+	$(PIP) torch==2.13.0
+	$(PIP) -e '.[engine,dev]'
+	@if $(PY) -c "import torchvision" 2>/dev/null; then echo "torchvision is installed in $(VENV): remove it (pip uninstall torchvision)"; exit 1; fi
+	touch $@
+
+demo: $(VENV)/.base-installed
+	$(BIN)/mineru-fit doctor
+	$(BIN)/mineru-fit plan
+
+test: $(VENV)/.dev-installed
+	$(BIN)/lint-imports
+	$(PY) -m pytest -q
+
+bench: $(VENV)/.dev-installed
+	$(PY) benchmarks/plan_speed.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis
