@@ -1,0 +1,94 @@
+"""Every constant of the memory model, named, with where it comes from.
+
+docs/memory-model.md explains each one. No other module may hide a margin or factor:
+a number that changes a prediction lives here. Constants marked ESTIMATE are not yet
+measured on a GPU; benchmarks/gpu_memory.py (issue 8) replaces them with measured values.
+"""
+
+from __future__ import annotations
+
+from mineru_fit.units import GIB, MIB
+
+# --- the MinerU two-step workload -------------------------------------------------------
+# MinerU resizes each page to 1036×1036 for the layout step: (1036/28)² = 37² = 1369 tokens.
+LAYOUT_IMAGE_SIDE_PX = 1036
+# Chat template + the task prompt ("\nLayout Detection:", "\nText Recognition:", ...):
+# about 20–30 tokens with Qwen2's template; rounded up.
+PROMPT_TOKENS = 32
+# The shortest useful answer: a context that leaves less than this for output is refused.
+MIN_OUTPUT_TOKENS = 256
+# A content crop may use at most this share of what the prompt leaves of the context
+# (the rest is output), until it reaches the processor's max_pixels.
+CONTENT_IMAGE_SHARE = 0.5
+# Requests in flight when the user gives no --concurrency: MinerU's largest VLM batch
+# (it uses 8 on cards with 16 GB or more). Fixed, not derived from VRAM, so that more
+# VRAM never changes what a level means.
+DEFAULT_CONCURRENCY = 8
+
+# --- quantization storage (bitsandbytes, fp8) -------------------------------------------
+# bitsandbytes 4-bit: two weights per byte, one absmax per block of 64 weights.
+NF4_BLOCK = 64
+# With double quantization the absmax is stored as 8 bits, plus one fp32 scale per 256 blocks.
+NF4_DQ_SECOND_BLOCK = 256
+# bitsandbytes LLM.int8: one fp32 scale (SCB) per output row.
+INT8_ROW_SCALE_BYTES = 4
+# fp8 weights: one fp32 scale per output channel (per-tensor is smaller; we take the larger).
+FP8_CHANNEL_SCALE_BYTES = 4
+
+# --- activations --------------------------------------------------------------------------
+# Vision tower, per patch, per layer (the peak is per layer, not cumulative), in widths of
+# embed_dim: FACTS.md measured ~73 KiB/patch in fp32 (~37 KiB in bf16) for one real-size
+# block with SDPA attention: 37 KiB / (1280 × 2 B) = 14.8.
+VISION_ACT_WIDTHS = 14.8
+# The language model's prefill, per token: gate, up, activation and product in the MLP
+# (4 × intermediate) and residual, norm, q/k/v and attention output (6 × hidden).
+LLM_ACT_INTERMEDIATE_WIDTHS = 4
+LLM_ACT_HIDDEN_WIDTHS = 6
+# Logits are float32; sampling keeps about one more copy (softmax/probabilities).
+LOGITS_COPIES = 2
+
+# --- runtime ------------------------------------------------------------------------------
+# CUDA context + cuBLAS/cuDNN workspaces of one torch process. ESTIMATE: typically
+# 300–600 MiB with lazy module loading; the larger end is taken.
+CUDA_CONTEXT_BYTES = 512 * MIB
+# SGLang reserves 512 MiB for "constant metadata" in its own default heuristic
+# (server_args._handle_gpu_memory_settings).
+SGLANG_METADATA_BYTES = 512 * MIB
+# vLLM: NCCL, sampler and other non-torch memory beyond the context. ESTIMATE.
+VLLM_NON_TORCH_BYTES = 256 * MIB
+# What SGLang loads into the static pool besides weights (rotary caches, buffers). ESTIMATE.
+SGLANG_POOL_SLACK_BYTES = 64 * MIB
+
+# --- CUDA graphs --------------------------------------------------------------------------
+# SGLang reserves 2 MiB per captured batch size in its own heuristic; we use the same for vLLM.
+CUDA_GRAPH_BYTES_PER_BS = 2 * MIB
+CUDA_GRAPH_BASE_BYTES = 64 * MIB
+
+# --- margins --------------------------------------------------------------------------------
+# The caching allocator rounds and fragments: a share of the dynamic memory, at least a floor.
+ALLOCATOR_MARGIN_FRACTION = 0.10
+ALLOCATOR_MARGIN_MIN_BYTES = 64 * MIB
+# `auto` keeps this share of the budget free: the planner may under-predict by up to 3%
+# (issue 8's bound), and an under-prediction is an OOM.
+FIT_HEADROOM_FRACTION = 0.03
+
+# --- engine defaults (what "none" means) --------------------------------------------------
+VLLM_DEFAULT_GPU_MEMORY_UTILIZATION = 0.9
+VLLM_DEFAULT_MAX_NUM_SEQS = 256
+# SGLang's default mem_fraction_static (newer releases): (gpu_mem − reserved) / gpu_mem with
+# reserved = 512 MiB + 1.5 MiB × max(chunked_prefill_size, 2048) + 2 MiB × cuda_graph_max_bs,
+# at least 10 GiB on cards above 60 GiB. chunked_prefill_size: 2048 below 35 GiB, else 8192.
+SGLANG_RESERVED_BASE_MIB = 512
+SGLANG_RESERVED_MIB_PER_CHUNK_TOKEN = 1.5
+SGLANG_LARGE_CARD_BYTES = 60 * GIB
+SGLANG_LARGE_CARD_MIN_RESERVED_BYTES = 10 * GIB
+SGLANG_SMALL_CARD_BYTES = 35 * GIB
+SGLANG_DEFAULT_MAX_RUNNING = 256
+# Graph batch sizes SGLang captures by default: small cards few, big cards many. ESTIMATE.
+SGLANG_SMALL_CARD_GRAPH_BS = 24
+SGLANG_LARGE_CARD_GRAPH_BS = 160
+# Prefill chunk when the engine decides (vLLM V1's online default, SGLang's on big cards).
+ENGINE_DEFAULT_CHUNK_TOKENS = 8192
+SMALL_CARD_CHUNK_TOKENS = 2048
+# Fractions are passed to engines with two decimals, rounded up so the pool still holds the plan.
+FRACTION_STEP = 0.01

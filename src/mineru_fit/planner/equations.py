@@ -1,0 +1,223 @@
+"""One memory equation per engine: settings in, bytes per term out.
+
+- built-in: a hard cap; a static KV cache of batch × context and the batch's activations
+  inside it.
+- SGLang: a static pool of mem_fraction_static × (memory free at start) holds weights and KV;
+  activations and CUDA graphs live in the rest.
+- vLLM: reserves gpu_memory_utilization × total memory, refuses to start when less is free,
+  and gives KV what its profile run leaves (or exactly --kv-cache-memory-bytes).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+from mineru_fit.models.spec import ModelSpec
+from mineru_fit.planner import constants as C
+from mineru_fit.planner import terms as T
+from mineru_fit.planner.inputs import Hardware
+from mineru_fit.planner.levels import Level, Quant
+from mineru_fit.planner.workload import ContextSplit
+from mineru_fit.units import gib
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A level's knobs after the engine, the GPU and the user's flags had their say."""
+
+    engine: str
+    level: Level
+    dtype: str
+    quant: Quant
+    kv_dtype: str          # the compute dtype's name, or fp8
+    context: ContextSplit
+    batch: int
+    chunk_tokens: int
+    cuda_graphs: bool
+    graph_bs: int
+    sized_kv: bool
+    user_fraction: Optional[float]
+    tp_size: int = 1
+    dp_size: int = 1
+
+    @property
+    def kv_dtype_bytes(self) -> int:
+        return 1 if self.kv_dtype == "fp8" else T.DTYPE_BYTES[self.dtype]
+
+    @property
+    def act_bytes(self) -> int:
+        return T.DTYPE_BYTES[self.dtype]
+
+
+@dataclass(frozen=True)
+class Sizing:
+    terms: dict[str, int]
+    kv_tokens: int
+    fraction: Optional[float]
+    problems: tuple[str, ...] = ()
+
+    @property
+    def peak_bytes(self) -> int:
+        return sum(self.terms.values())
+
+
+def fraction_up(share: float) -> float:
+    """Round a memory share up to the step engines take, so the pool still holds the plan."""
+    steps = math.ceil(share / C.FRACTION_STEP - 1e-9)
+    return round(min(1.0, max(C.FRACTION_STEP, steps * C.FRACTION_STEP)), 2)
+
+
+def _terms(weights: int, kv: int, act: int, graphs: int, runtime: int, margin: int) -> dict[str, int]:
+    return {
+        "weights": int(weights),
+        "kv_cache": int(kv),
+        "activations": int(act),
+        "cuda_graphs": int(graphs),
+        "runtime": int(runtime),
+        "margin": int(margin),
+    }
+
+
+def _kv_short(kv_tokens: int, r: Resolved) -> Optional[str]:
+    if kv_tokens >= r.context.max_model_len:
+        return None
+    return (
+        f"the KV cache holds {max(kv_tokens, 0)} tokens, less than one request of "
+        f"{r.context.max_model_len} — give the engine a larger memory share or a shorter --max-model-len"
+    )
+
+
+def size_builtin(spec: ModelSpec, hw: Hardware, r: Resolved) -> Sizing:
+    weights = T.weights_bytes(spec, r.dtype, r.quant, quantize_vision=True, double_quant=True)
+    kv_tokens = r.batch * r.context.max_model_len
+    kv = kv_tokens * T.kv_bytes_per_token(spec, r.kv_dtype_bytes)
+    img_tokens = r.batch * r.context.max_image_tokens
+    vision = T.vision_activation_bytes(spec, img_tokens, r.act_bytes)
+    # The image embeddings stay alive while the language model runs its prefill.
+    held = img_tokens * spec.text.hidden_size * r.act_bytes
+    llm = T.llm_prefill_activation_bytes(spec, r.batch * (r.context.max_image_tokens + C.PROMPT_TOKENS), r.act_bytes)
+    act = max(vision, llm + held) + T.logits_bytes(spec, r.batch)
+    if r.quant is not Quant.none:
+        act += T.largest_linear_bytes(spec, r.dtype)
+    runtime = C.CUDA_CONTEXT_BYTES if hw.is_cuda else 0
+    margin = T.allocator_margin_bytes(act)
+    terms = _terms(weights, kv, act, 0, runtime, margin)
+    problems: list[str] = []
+    # The cap (set_per_process_memory_fraction) covers the caching allocator, not the context.
+    allocator_bytes = weights + kv + act + margin
+    fraction: Optional[float] = None
+    if hw.is_cuda:
+        fraction = fraction_up(allocator_bytes / hw.total_bytes)
+        if r.user_fraction is not None:
+            fraction = r.user_fraction
+            cap = int(r.user_fraction * hw.total_bytes)
+            if allocator_bytes > cap:
+                problems.append(
+                    f"the plan needs {gib(allocator_bytes)} under the cap but --mem-fraction-static "
+                    f"{r.user_fraction} allows {gib(cap)} — raise it to {fraction_up(allocator_bytes / hw.total_bytes)} "
+                    f"or pick a more aggressive level"
+                )
+    return Sizing(terms, kv_tokens, fraction, tuple(problems))
+
+
+def sglang_default_fraction(total_bytes: int, chunk_tokens: int, graph_bs: int) -> float:
+    """SGLang's own default mem_fraction_static for a card of this size (newer releases)."""
+    reserved_mib = (
+        C.SGLANG_RESERVED_BASE_MIB
+        + C.SGLANG_RESERVED_MIB_PER_CHUNK_TOKEN * max(chunk_tokens, 2048)
+        + graph_bs * (C.CUDA_GRAPH_BYTES_PER_BS / 2**20)
+    )
+    reserved = int(reserved_mib * 2**20)
+    if total_bytes > C.SGLANG_LARGE_CARD_BYTES:
+        reserved = max(reserved, C.SGLANG_LARGE_CARD_MIN_RESERVED_BYTES)
+    return round(max(0.05, (total_bytes - reserved) / total_bytes), 3)
+
+
+def _engine_activations(spec: ModelSpec, r: Resolved, running: int) -> int:
+    # Images are never split across prefill chunks: the encoder sees at least one whole image.
+    encoder_tokens = max(r.context.max_image_tokens, min(r.chunk_tokens, r.batch * r.context.max_image_tokens))
+    vision = T.vision_activation_bytes(spec, encoder_tokens, r.act_bytes)
+    llm = T.llm_prefill_activation_bytes(spec, r.chunk_tokens, r.act_bytes)
+    act = max(vision, llm) + T.logits_bytes(spec, running)
+    if r.quant is not Quant.none:
+        act += T.largest_linear_bytes(spec, r.dtype)
+    return act
+
+
+def _engine_weights(spec: ModelSpec, r: Resolved) -> int:
+    # vLLM hands its quantization config to Qwen2-VL's vision tower too (it drops it only for
+    # GPTQ/AWQ checkpoints, which leave the tower unquantized); in-flight bitsandbytes quantizes
+    # without double quantization.
+    return T.weights_bytes(spec, r.dtype, r.quant, quantize_vision=True, double_quant=False)
+
+
+def size_sglang(spec: ModelSpec, hw: Hardware, r: Resolved) -> Sizing:
+    weights = math.ceil(_engine_weights(spec, r) / r.tp_size)
+    per_token = T.kv_bytes_per_token(spec, r.kv_dtype_bytes, r.tp_size)
+    act = _engine_activations(spec, r, r.batch)
+    graphs = T.cuda_graph_bytes(r.graph_bs) if r.cuda_graphs else 0
+    runtime = C.CUDA_CONTEXT_BYTES + C.SGLANG_METADATA_BYTES + C.SGLANG_POOL_SLACK_BYTES
+    margin = T.allocator_margin_bytes(act + graphs)
+    free = hw.free_bytes
+    problems: list[str] = []
+    if r.sized_kv:
+        wanted = r.batch * r.context.max_model_len
+        if r.user_fraction is not None:
+            fraction = r.user_fraction
+            pool = int(fraction * free) - weights - C.SGLANG_POOL_SLACK_BYTES
+            kv_tokens = min(wanted, max(0, pool) // per_token)
+        else:
+            kv_tokens = wanted
+            fraction = fraction_up((weights + kv_tokens * per_token + C.SGLANG_POOL_SLACK_BYTES) / free)
+        kv = kv_tokens * per_token
+    else:
+        fraction = r.user_fraction or sglang_default_fraction(hw.total_bytes, r.chunk_tokens, r.graph_bs)
+        pool = int(fraction * free) - weights - C.SGLANG_POOL_SLACK_BYTES
+        kv_tokens = max(0, pool) // per_token
+        kv = max(0, pool)
+    short = _kv_short(kv_tokens, r)
+    if short:
+        needed = fraction_up((weights + r.context.max_model_len * per_token + C.SGLANG_POOL_SLACK_BYTES) / free)
+        problems.append(short.replace("a larger memory share", f"--mem-fraction-static {needed} or more"))
+    return Sizing(_terms(weights, kv, act, graphs, runtime, margin), kv_tokens, fraction, tuple(problems))
+
+
+def size_vllm(spec: ModelSpec, hw: Hardware, r: Resolved) -> Sizing:
+    weights = math.ceil(_engine_weights(spec, r) / r.tp_size)
+    per_token = T.kv_bytes_per_token(spec, r.kv_dtype_bytes, r.tp_size)
+    act = _engine_activations(spec, r, r.batch)
+    graphs = T.cuda_graph_bytes(r.graph_bs) if r.cuda_graphs else 0
+    runtime = C.CUDA_CONTEXT_BYTES + C.VLLM_NON_TORCH_BYTES
+    margin = T.allocator_margin_bytes(act + graphs)
+    non_kv = weights + act + graphs + runtime
+    problems: list[str] = []
+    if r.sized_kv and r.user_fraction is None:
+        kv_tokens = r.batch * r.context.max_model_len
+        kv = kv_tokens * per_token
+        fraction = fraction_up((non_kv + kv + margin) / hw.total_bytes)
+    else:
+        fraction = r.user_fraction or C.VLLM_DEFAULT_GPU_MEMORY_UTILIZATION
+        room = int(fraction * hw.total_bytes) - non_kv
+        kv_tokens = max(0, room) // per_token
+        if r.sized_kv:
+            kv_tokens = min(kv_tokens, r.batch * r.context.max_model_len)
+            kv = kv_tokens * per_token
+        else:
+            kv = max(0, room)
+    requested = int(fraction * hw.total_bytes)
+    if requested > hw.free_bytes:
+        problems.append(
+            f"vLLM refuses to start: it asks for {fraction} × {gib(hw.total_bytes)} = {gib(requested)} "
+            f"but only {gib(hw.free_bytes)} is free — lower --gpu-memory-utilization to "
+            f"{math.floor(hw.free_bytes / hw.total_bytes * 100) / 100} or free the GPU"
+        )
+    short = _kv_short(kv_tokens, r)
+    if short:
+        needed = fraction_up((non_kv + r.context.max_model_len * per_token) / hw.total_bytes)
+        problems.append(short.replace("a larger memory share", f"--gpu-memory-utilization {needed} or more"))
+    return Sizing(_terms(weights, kv, act, graphs, runtime, margin), kv_tokens, fraction, tuple(problems))
+
+
+SIZERS = {"builtin": size_builtin, "sglang": size_sglang, "vllm": size_vllm}
