@@ -22,7 +22,7 @@ requests = st.builds(
 vram = st.floats(1.0, 160.0)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(request=requests, vram_gib=vram)
 def test_a_more_aggressive_level_never_predicts_more_memory(request, vram_gib):
     plans = plan_levels(SPEC, Hardware.from_vram(vram_gib), request)
@@ -31,7 +31,7 @@ def test_a_more_aggressive_level_never_predicts_more_memory(request, vram_gib):
     assert peaks == sorted(peaks, reverse=True), dict(zip(LEVELS, peaks))
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(request=requests, small=vram, extra=st.floats(0.01, 80.0))
 def test_more_vram_never_makes_auto_more_aggressive(request, small, extra):
     low = make_report(SPEC, Hardware.from_vram(small), request).chosen_level

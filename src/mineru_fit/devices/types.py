@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Optional
+from dataclasses import asdict, dataclass, field
+from typing import Any, Optional
 
 
 @dataclass(frozen=True)
@@ -23,11 +23,14 @@ class GpuProcess:
     pid: int
     name: str = ""
     used_bytes: Optional[int] = None
-    kind: str = "compute"  # compute | graphics
+    kind: str = "compute"  # compute | graphics | compute+graphics
 
 
 @dataclass(frozen=True)
 class Gpu:
+    """One CUDA device. `index` is its CUDA ordinal (after CUDA_VISIBLE_DEVICES); `nvml_index`
+    is nvidia-smi's number (for a MIG instance: its parent's)."""
+
     index: int
     name: str
     memory: MemoryInfo
@@ -39,6 +42,13 @@ class Gpu:
     temperature_c: Optional[int] = None
     power_w: Optional[float] = None
     power_limit_w: Optional[float] = None
+    nvml_index: Optional[int] = None
+    # MIG instances of this GPU (only when MIG is enabled); CUDA_VISIBLE_DEVICES=MIG-... picks one.
+    mig_devices: tuple["Gpu", ...] = ()
+
+    @property
+    def is_mig(self) -> bool:
+        return self.uuid.startswith("MIG-")
 
     @property
     def supports_bf16(self) -> bool:
@@ -66,3 +76,7 @@ class Inventory:
     @property
     def has_gpu(self) -> bool:
         return bool(self.gpus)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready dict (tuples become lists when dumped); the `devices --json` body."""
+        return asdict(self)

@@ -116,3 +116,21 @@ class ModelSpec:
         """K and V, every layer, every KV head: multiply by the KV dtype's bytes."""
         t = self.text
         return 2 * t.num_layers * t.num_kv_heads * t.head_dim
+
+    def kv_bytes_per_token(self, kv_dtype_bytes: float = 2) -> int:
+        """KV-cache bytes one token costs; 2 for bf16/fp16, 1 for fp8."""
+        return int(self.kv_bytes_per_token_per_byte_of_dtype * kv_dtype_bytes)
+
+    def bytes_by_dtype(self) -> dict[str, int]:
+        """Stored bytes per safetensors dtype, e.g. {"BF16": 2312053248}."""
+        out: dict[str, int] = {}
+        for t in self.tensors:
+            out[t.dtype] = out.get(t.dtype, 0) + t.nbytes
+        return out
+
+    def params_by_role(self) -> dict[TensorRole, int]:
+        """Parameter count per TensorRole (quantizers size each role differently)."""
+        out: dict[TensorRole, int] = {}
+        for t in self.tensors:
+            out[t.role] = out.get(t.role, 0) + t.numel
+        return out

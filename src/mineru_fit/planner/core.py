@@ -86,7 +86,7 @@ def _engine_quant(engine: str, bits: int, hw: Hardware) -> Quant:
 
 
 def _resolve(spec: ModelSpec, hw: Hardware, request: PlanRequest, level: Level,
-             prev: Optional[Resolved], notes: list[str]) -> Resolved:
+             prev: Optional[Resolved], prev_kv_tokens: int, notes: list[str]) -> Resolved:
     knobs = LEVEL_KNOBS[level]
     engine = request.engine
     bits = request.forced_weight_bits or knobs.weight_bits
@@ -121,6 +121,10 @@ def _resolve(spec: ModelSpec, hw: Hardware, request: PlanRequest, level: Level,
         chunk = min(chunk, prev.chunk_tokens)
         graph_bs = min(graph_bs, prev.graph_bs)
     context = split_context(spec, max_len)
+    if prev is not None and knobs.sized_kv:
+        # No more KV either: a batch that needs more tokens than the previous level held shrinks.
+        batch = max(1, min(batch, prev_kv_tokens // context.max_model_len))
+        graph_bs = min(graph_bs, batch)
     # vLLM and SGLang need a whole image inside one prefill chunk.
     chunk = max(chunk, context.max_image_tokens + C.PROMPT_TOKENS)
     return Resolved(
@@ -192,9 +196,10 @@ def plan_levels(spec: ModelSpec, hw: Hardware, request: PlanRequest,
     validate(request, hw, spec)
     plans: list[Plan] = []
     prev: Optional[Resolved] = None
+    prev_kv_tokens = 0
     for level in MODEL_LEVELS:
         notes: list[str] = [LEVEL_INTENT[level]]
-        asked = _resolve(spec, hw, request, level, prev, notes)
+        asked = _resolve(spec, hw, request, level, prev, prev_kv_tokens, notes)
         r, s = _size(spec, hw, asked, LEVEL_KNOBS[level].shrink_to_fit)
         if r.batch < asked.batch:
             notes.append(f"batch lowered from {asked.batch} to {r.batch} to fit the budget")
@@ -210,7 +215,7 @@ def plan_levels(spec: ModelSpec, hw: Hardware, request: PlanRequest,
             tp_size=r.tp_size, dp_size=r.dp_size, model=request.model, device=_device_summary(hw),
             argv=argv, env=env, notes=notes, problems=list(s.problems),
         ))
-        prev = r
+        prev, prev_kv_tokens = r, s.kv_tokens
     plans.append(_flash_plan(request, hw))
     return plans
 

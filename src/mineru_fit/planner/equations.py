@@ -89,6 +89,14 @@ def _kv_short(kv_tokens: int, r: Resolved) -> Optional[str]:
     )
 
 
+def _one_request(r: Resolved, per_token: int) -> tuple[int, int]:
+    # A pool that cannot hold one request means the engine will not start. The plan then
+    # states what the level needs (one full request of KV), not the pool it was given, so
+    # its predicted peak is a requirement that can be compared across levels.
+    tokens = r.context.max_model_len
+    return tokens, tokens * per_token
+
+
 def size_builtin(spec: ModelSpec, hw: Hardware, r: Resolved) -> Sizing:
     weights = T.weights_bytes(spec, r.dtype, r.quant, quantize_vision=True, double_quant=True)
     kv_tokens = r.batch * r.context.max_model_len
@@ -181,6 +189,7 @@ def size_sglang(spec: ModelSpec, hw: Hardware, r: Resolved) -> Sizing:
     if short:
         needed = fraction_up((weights + r.context.max_model_len * per_token + C.SGLANG_POOL_SLACK_BYTES) / free)
         problems.append(short.replace("a larger memory share", f"--mem-fraction-static {needed} or more"))
+        kv_tokens, kv = _one_request(r, per_token)
     return Sizing(_terms(weights, kv, act, graphs, runtime, margin), kv_tokens, fraction, tuple(problems))
 
 
@@ -217,6 +226,7 @@ def size_vllm(spec: ModelSpec, hw: Hardware, r: Resolved) -> Sizing:
     if short:
         needed = fraction_up((non_kv + r.context.max_model_len * per_token) / hw.total_bytes)
         problems.append(short.replace("a larger memory share", f"--gpu-memory-utilization {needed} or more"))
+        kv_tokens, kv = _one_request(r, per_token)
     return Sizing(_terms(weights, kv, act, graphs, runtime, margin), kv_tokens, fraction, tuple(problems))
 
 

@@ -106,7 +106,7 @@ class Hardware:
         total = int(vram_gib * GIB)
         return cls(
             device="cuda",
-            name=f"a {vram_gib:g} GiB GPU",
+            name=f"{vram_gib:g} GiB GPU",
             total_bytes=total,
             free_bytes=total,
             budget_bytes=total,
@@ -155,5 +155,5 @@ class Hardware:
             free_bytes=available_bytes,
             budget_bytes=budget,
             gpu_count=0,
-            budget_reason=f"available RAM ({gib(available_bytes)})",
+            budget_reason="available RAM",
         )

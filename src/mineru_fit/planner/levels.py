@@ -58,7 +58,7 @@ LEVEL_KNOBS: dict[Level, LevelKnobs] = {
 }
 
 LEVEL_INTENT: dict[Level, str] = {
-    Level.none: "engine defaults, 16-bit, full context",
+    Level.none: "engine defaults, unquantized, full context",
     Level.basic: "16-bit, KV and batch sized to the workload, context 8192",
     Level.aggressive: "8-bit weights, fp8 KV where supported, half batch, context 4096",
     Level.extreme: "4-bit weights, batch 1, context 2048, no CUDA graphs, smaller crops",

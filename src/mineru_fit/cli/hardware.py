@@ -1,0 +1,47 @@
+"""Which device a command plans for: --vram, --simulate, --gpu, or this machine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+from mineru_fit.errors import UsageError
+from mineru_fit.planner.inputs import Hardware
+from mineru_fit.settings import Settings
+
+
+def resolve_hardware(
+    settings: Settings,
+    *,
+    vram_gib: Optional[float] = None,
+    gpu_index: Optional[int] = None,
+    simulate: Optional[Path] = None,
+    gpus: Optional[int] = None,
+) -> Hardware:
+    """A hypothetical card (--vram), a recorded one (--simulate), or the real GPU/CPU here."""
+    if vram_gib is not None:
+        if not vram_gib > 0:
+            raise UsageError(f"--vram {vram_gib:g} is not a memory size — give the card's GiB, e.g. --vram 8")
+        if simulate is not None or gpu_index is not None:
+            raise UsageError("--vram plans for a hypothetical card: drop --gpu/--simulate, or drop --vram")
+        return Hardware.from_vram(vram_gib, gpu_count=gpus or 1)
+    from mineru_fit.devices import read_inventory
+
+    mode = f"cuda:{gpu_index}" if gpu_index is not None else settings.device_mode
+    inventory = read_inventory(mode, simulate=simulate)
+    if not inventory.has_gpu:
+        from mineru_fit.devices.host import available_ram_bytes
+
+        ram = available_ram_bytes() or 0
+        hw = Hardware.cpu(ram)
+        return Hardware(**{**hw.__dict__, "name": f"the CPU (no CUDA GPU found: {inventory.reason})"})
+    # The engine starts on the first GPU it may use; --gpu N plans for another one.
+    gpu = inventory.gpus[0]
+    return Hardware.from_gpu(
+        name=gpu.name,
+        total_bytes=gpu.memory.total_bytes,
+        free_bytes=gpu.memory.free_bytes,
+        gpu_count=gpus or len(inventory.gpus),
+        compute_capability=gpu.compute_capability,
+        virtual_vram_bytes=settings.virtual_vram_bytes,
+    )
