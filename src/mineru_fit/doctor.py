@@ -182,7 +182,6 @@ def collect(settings_error: Optional[str] = None, device_mode: Optional[str] = N
             simulate=None) -> DoctorReport:
     """Read the machine once and apply every rule."""
     from mineru_fit.devices import read_inventory
-    from mineru_fit.devices.snapshot import inventory_to_snapshot
     from mineru_fit.models import find_known, where
 
     versions = installed_versions()
@@ -210,7 +209,7 @@ def collect(settings_error: Optional[str] = None, device_mode: Optional[str] = N
         platform=f"{platform.system()} {platform.machine()}",
         packages=versions,
         torch_runtime=runtime,
-        inventory=inventory_to_snapshot(inventory) if inventory.has_gpu else {"gpus": [], "reason": inventory.reason},
+        inventory=inventory.to_dict(),
         env=env,
         model=model_info,
         findings=findings,

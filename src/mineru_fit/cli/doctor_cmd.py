@@ -72,7 +72,7 @@ def doctor_command(
             mem = g.get("memory", {})
             cc = ".".join(str(x) for x in (g.get("compute_capability") or [])) or "?"
             table.add_row(str(g.get("index")), str(g.get("name")),
-                          f"{mem.get('used', 0) / 2**30:.1f} / {mem.get('total', 0) / 2**30:.1f} GiB", cc)
+                          f"{mem.get('used_bytes', 0) / 2**30:.1f} / {mem.get('total_bytes', 0) / 2**30:.1f} GiB", cc)
         console.print(table)
         console.print(f"driver {report.inventory.get('driver_version')}, CUDA driver {report.inventory.get('cuda_driver_version')}")
     else:

@@ -181,7 +181,10 @@ def _parse_vision(r: _Reader) -> VisionSpec:
         # Qwen2.5-VL-style naming: hidden_size is the tower width, out_hidden_size the merger's output.
         embed = r.get_int("hidden_size")
         out = r.get_int("out_hidden_size")
-        mlp_ratio = r.get_int("intermediate_size") / embed if r.has("intermediate_size") else r.get_number("mlp_ratio", default=4.0)
+        if r.has("intermediate_size"):
+            mlp_ratio = r.get_int("intermediate_size") / embed
+        else:
+            mlp_ratio = r.get_number("mlp_ratio", default=4.0)
     heads = r.get_int("num_heads", "num_attention_heads")
     if embed % heads:
         raise r.fail(f"embed_dim {embed} is not a multiple of num_heads {heads}")

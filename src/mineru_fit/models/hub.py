@@ -66,11 +66,16 @@ def download(
     repo_id = known.repo_id(kind) if known else model_id.strip().strip("/")
     if repo_id.count("/") != 1:
         raise UsageError(f"{model_id!r} is not a hub id (owner/name) — e.g. {KNOWN_MODELS[0].hf_id}")
-    local_dir = Path(dest).expanduser() if dest else (Path(models_dir).expanduser() / local_dir_name(repo_id) if models_dir else None)
+    if dest is not None:
+        local_dir: Path | None = Path(dest).expanduser()
+    else:
+        local_dir = Path(models_dir).expanduser() / local_dir_name(repo_id) if models_dir else None
     fetch = _download_hf if kind == "huggingface" else _download_modelscope
     path = Path(fetch(repo_id, local_dir, timeout_s))
     if not is_model_dir(path):
-        raise HubError(f"{repo_id} downloaded to {path} but it holds no config.json and safetensors weights — check the id")
+        raise HubError(
+            f"{repo_id} downloaded to {path} but it holds no config.json and safetensors weights — check the id"
+        )
     return path
 
 
@@ -106,7 +111,10 @@ def _download_hf(repo_id: str, local_dir: Path | None, timeout_s: float) -> str:
             local_files_only=offline,
         )
     except hf.GatedRepoError as exc:
-        raise HubError(f"{repo_id} is gated on {endpoint} — accept its terms on the model page, then log in (`hf auth login` or HF_TOKEN)") from exc
+        raise HubError(
+            f"{repo_id} is gated on {endpoint} — accept its terms on the model page, then log in "
+            "(`hf auth login` or HF_TOKEN)"
+        ) from exc
     except hf.RepositoryNotFoundError as exc:
         raise HubError(f"{repo_id} was not found on {endpoint} — check the id, or try --source modelscope") from exc
     except hf.RevisionNotFoundError as exc:
@@ -120,9 +128,13 @@ def _download_hf(repo_id: str, local_dir: Path | None, timeout_s: float) -> str:
         raise _unreachable(endpoint, repo_id, exc.__cause__ or exc) from exc
     except hf.HfHubHTTPError as exc:
         status = getattr(getattr(exc, "response", None), "status_code", "?")
-        raise HubError(f"{endpoint} refused the download of {repo_id} (HTTP {status}) — retry later or try --source modelscope") from exc
+        raise HubError(
+            f"{endpoint} refused the download of {repo_id} (HTTP {status}) — retry later or try --source modelscope"
+        ) from exc
     except Exception as exc:  # noqa: BLE001 - the boundary: any hub or disk failure becomes one line
-        raise HubError(f"download of {repo_id} from {endpoint} failed ({_one_line(exc)}) — retry, or try --source modelscope") from exc
+        raise HubError(
+            f"download of {repo_id} from {endpoint} failed ({_one_line(exc)}) — retry, or try --source modelscope"
+        ) from exc
 
 
 def _download_modelscope(repo_id: str, local_dir: Path | None, timeout_s: float) -> str:
@@ -136,7 +148,9 @@ def _download_modelscope(repo_id: str, local_dir: Path | None, timeout_s: float)
     try:
         return snapshot_download(repo_id, local_dir=str(local_dir) if local_dir else None, endpoint=endpoint)
     except Exception as exc:  # noqa: BLE001 - modelscope raises many unrelated types; report one line
-        raise HubError(f"download of {repo_id} from {endpoint} failed ({_one_line(exc)}) — retry, or try --source huggingface") from exc
+        raise HubError(
+            f"download of {repo_id} from {endpoint} failed ({_one_line(exc)}) — retry, or try --source huggingface"
+        ) from exc
 
 
 def _probe(url: str, timeout_s: float, endpoint: str, repo_id: str) -> None:

@@ -75,7 +75,9 @@ def spec_from_dir(path: Path, *, name: str | None = None) -> ModelSpec:
     """Spec from a checkpoint folder: config.json, preprocessor_config.json and safetensors headers."""
     config_path = path / "config.json"
     if not config_path.is_file():
-        raise ModelSpecError(f"{path}: no config.json — pass a Hugging Face model folder, or download one with `mineru-fit models download`")
+        raise ModelSpecError(
+            f"{path}: no config.json — pass a Hugging Face model folder, or download one with `mineru-fit models download`"
+        )
     config = read_config(config_path)
     image = read_image_spec(path / "preprocessor_config.json")
     header = read_checkpoint_tensors(path)
