@@ -25,6 +25,7 @@ $(VENV)/.dev-installed: $(VENV)/.base-installed
 demo: $(VENV)/.base-installed
 	$(BIN)/mineru-fit doctor
 	$(BIN)/mineru-fit plan
+	$(BIN)/mineru-fit plan --vram 8 --engine sglang --mem-fraction-static 0.3 --load-in-4bit --max-model-len 2048
 
 test: $(VENV)/.dev-installed
 	$(BIN)/lint-imports

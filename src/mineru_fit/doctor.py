@@ -13,6 +13,7 @@ import subprocess
 import sys
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
+from pathlib import Path
 from typing import Mapping, Optional
 
 from mineru_fit import __version__
@@ -178,8 +179,8 @@ def torch_runtime(timeout_s: float = 120.0) -> dict[str, object]:
 
 
 def collect(settings_error: Optional[str] = None, device_mode: Optional[str] = None,
-            model: str = "", models_dir=None, virtual_vram_gib: Optional[float] = None,
-            simulate=None) -> DoctorReport:
+            model: str = "", models_dir: Optional[Path] = None, virtual_vram_gib: Optional[float] = None,
+            simulate: Optional[Path] = None) -> DoctorReport:
     """Read the machine once and apply every rule."""
     from mineru_fit.devices import read_inventory
     from mineru_fit.models import find_known, where

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
@@ -33,8 +34,7 @@ def resolve_hardware(
         from mineru_fit.devices.host import available_ram_bytes
 
         ram = available_ram_bytes() or 0
-        hw = Hardware.cpu(ram)
-        return Hardware(**{**hw.__dict__, "name": f"the CPU (no CUDA GPU found: {inventory.reason})"})
+        return replace(Hardware.cpu(ram), name=f"the CPU (no CUDA GPU found: {inventory.reason})")
     # The engine starts on the first GPU it may use; --gpu N plans for another one.
     gpu = inventory.gpus[0]
     return Hardware.from_gpu(

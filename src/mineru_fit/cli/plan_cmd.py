@@ -178,3 +178,11 @@ def plan_command(
         typer.echo(report.model_dump_json(indent=2))
         return
     render_report(report, hw, engine_reason, spec.name)
+    if hw.is_cuda and engine is EngineChoice.auto and level is LevelChoice.auto:
+        others = []
+        for name in ("builtin", "sglang", "vllm"):
+            if name != engine_name:
+                other = make_report(spec, hw, request.model_copy(update={"engine": name}),
+                                    user_alloc_conf=settings.pytorch_cuda_alloc_conf).plan
+                others.append(f"{name} → {other.level} ({human(other.predicted_peak_bytes)})")
+        console.print("[bold]other engines:[/] " + ", ".join(others) + " — see --engine NAME", soft_wrap=True)

@@ -107,5 +107,5 @@ def vllm_command(model: str, host: str, port: int, r: Resolved, s: Sizing,
     return argv, env
 
 
-def flash_command(model_free_note: str = "") -> tuple[list[str], dict[str, str]]:
+def flash_command() -> tuple[list[str], dict[str, str]]:
     return ["mineru-fit", "parse", "--tier", "flash"], {}

@@ -12,7 +12,7 @@ from mineru_fit.planner import constants as C
 from mineru_fit.planner.equations import SIZERS, Resolved, Sizing
 from mineru_fit.planner.inputs import Hardware, PlanRequest
 from mineru_fit.planner.levels import LEVEL_INTENT, LEVEL_KNOBS, MODEL_LEVELS, Level, Quant
-from mineru_fit.planner.plan import DeviceSummary, Plan, PlanReport
+from mineru_fit.planner.plan import TERM_KEYS, DeviceSummary, Plan, PlanReport
 from mineru_fit.planner.workload import split_context
 from mineru_fit.units import gib
 
@@ -182,7 +182,7 @@ def _flash_plan(request: PlanRequest, hw: Hardware) -> Plan:
     argv, env = commands.flash_command()
     return Plan(
         engine="flash", level=Level.flash.value, fits=True, budget_bytes=hw.budget_bytes,
-        predicted_peak_bytes=0, terms={k: 0 for k in ("weights", "kv_cache", "activations", "cuda_graphs", "runtime", "margin")},
+        predicted_peak_bytes=0, terms=dict.fromkeys(TERM_KEYS, 0),
         kv_cache_tokens=0, max_model_len=0, max_image_pixels=0, max_new_tokens=0, batch_size=0,
         dtype="none", weight_format="none", kv_cache_dtype="none", memory_fraction=None,
         model="none", device=_device_summary(hw), argv=argv, env=env,

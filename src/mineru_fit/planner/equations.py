@@ -80,12 +80,12 @@ def _terms(weights: int, kv: int, act: int, graphs: int, runtime: int, margin: i
     }
 
 
-def _kv_short(kv_tokens: int, r: Resolved) -> Optional[str]:
+def _kv_short(kv_tokens: int, r: Resolved, fix: str) -> Optional[str]:
     if kv_tokens >= r.context.max_model_len:
         return None
     return (
         f"the KV cache holds {max(kv_tokens, 0)} tokens, less than one request of "
-        f"{r.context.max_model_len} — give the engine a larger memory share or a shorter --max-model-len"
+        f"{r.context.max_model_len} — use {fix} or a shorter --max-model-len"
     )
 
 
@@ -185,10 +185,10 @@ def size_sglang(spec: ModelSpec, hw: Hardware, r: Resolved) -> Sizing:
         pool = int(fraction * free) - weights - C.SGLANG_POOL_SLACK_BYTES
         kv_tokens = max(0, pool) // per_token
         kv = max(0, pool)
-    short = _kv_short(kv_tokens, r)
+    needed = fraction_up((weights + r.context.max_model_len * per_token + C.SGLANG_POOL_SLACK_BYTES) / free)
+    short = _kv_short(kv_tokens, r, f"--mem-fraction-static {needed} or more")
     if short:
-        needed = fraction_up((weights + r.context.max_model_len * per_token + C.SGLANG_POOL_SLACK_BYTES) / free)
-        problems.append(short.replace("a larger memory share", f"--mem-fraction-static {needed} or more"))
+        problems.append(short)
         kv_tokens, kv = _one_request(r, per_token)
     return Sizing(_terms(weights, kv, act, graphs, runtime, margin), kv_tokens, fraction, tuple(problems))
 
@@ -222,10 +222,10 @@ def size_vllm(spec: ModelSpec, hw: Hardware, r: Resolved) -> Sizing:
             f"but only {gib(hw.free_bytes)} is free — lower --gpu-memory-utilization to "
             f"{math.floor(hw.free_bytes / hw.total_bytes * 100) / 100} or free the GPU"
         )
-    short = _kv_short(kv_tokens, r)
+    needed = fraction_up((non_kv + r.context.max_model_len * per_token) / hw.total_bytes)
+    short = _kv_short(kv_tokens, r, f"--gpu-memory-utilization {needed} or more")
     if short:
-        needed = fraction_up((non_kv + r.context.max_model_len * per_token) / hw.total_bytes)
-        problems.append(short.replace("a larger memory share", f"--gpu-memory-utilization {needed} or more"))
+        problems.append(short)
         kv_tokens, kv = _one_request(r, per_token)
     return Sizing(_terms(weights, kv, act, graphs, runtime, margin), kv_tokens, fraction, tuple(problems))
 
