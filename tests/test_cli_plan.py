@@ -132,3 +132,15 @@ def test_bad_environment_variable_is_named() -> None:
     result = run("--vram", "8", MINERU_DEVICE_MODE="gpu")
     assert result.returncode == 2
     assert "MINERU_DEVICE_MODE='gpu'" in result.stderr and "cuda, cuda:N, cpu, mps" in result.stderr
+
+
+def test_gpu_flag_and_multi_gpu_budget_use_the_right_card() -> None:
+    four = str(NVML / "four_gpu_l4.json")
+    one = json.loads(run("--simulate", four, "--gpu", "0", "--json").stdout)["plan"]
+    # GPU 1 of the recorded box is busy: tp 2 over GPUs 0–1 is bounded by its free memory.
+    tp = json.loads(run("--simulate", four, "--engine", "vllm", "--tp-size", "2", "--json").stdout)["plan"]
+    assert tp["budget_bytes"] < one["budget_bytes"]
+    assert "the tightest of GPUs 0–1" in tp["device"]["budget_reason"]
+    assert tp["argv"][tp["argv"].index("--tensor-parallel-size") + 1] == "2"
+    missing = run("--simulate", four, "--gpu", "9")
+    assert missing.returncode == 2 and "4 CUDA GPUs" in missing.stderr

@@ -18,6 +18,7 @@ def resolve_hardware(
     gpu_index: Optional[int] = None,
     simulate: Optional[Path] = None,
     gpus: Optional[int] = None,
+    gpus_used: int = 1,
 ) -> Hardware:
     """A hypothetical card (--vram), a recorded one (--simulate), or the real GPU/CPU here."""
     if vram_gib is not None:
@@ -35,9 +36,11 @@ def resolve_hardware(
 
         ram = available_ram_bytes() or 0
         return replace(Hardware.cpu(ram), name=f"the CPU (no CUDA GPU found: {inventory.reason})")
-    # The engine starts on the first GPU it may use; --gpu N plans for another one.
-    gpu = inventory.gpus[0]
-    return Hardware.from_gpu(
+    # The engine starts on the first GPUs it may use (--gpu N plans for another one); with
+    # tp/dp over several, the one with the least free memory bounds every replica and shard.
+    used = inventory.gpus[: max(1, gpus_used)]
+    gpu = min(used, key=lambda g: g.memory.free_bytes)
+    hw = Hardware.from_gpu(
         name=gpu.name,
         total_bytes=gpu.memory.total_bytes,
         free_bytes=gpu.memory.free_bytes,
@@ -45,3 +48,7 @@ def resolve_hardware(
         compute_capability=gpu.compute_capability,
         virtual_vram_bytes=settings.virtual_vram_bytes,
     )
+    if len(used) > 1:
+        hw = replace(hw, budget_reason=f"GPU {gpu.index}, the tightest of GPUs {used[0].index}–{used[-1].index}: "
+                                       + hw.budget_reason)
+    return hw

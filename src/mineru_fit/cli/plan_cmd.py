@@ -165,7 +165,8 @@ def plan_command(
     if profiles:
         render_profiles(spec, engine.value if engine is not EngineChoice.auto else "sglang", model, as_json)
         return
-    hw = resolve_hardware(settings, vram_gib=vram, gpu_index=gpu, simulate=simulate, gpus=gpus)
+    hw = resolve_hardware(settings, vram_gib=vram, gpu_index=gpu, simulate=simulate, gpus=gpus,
+                          gpus_used=(tp_size or 1) * (dp_size or 1))
     engine_name, engine_reason = pick_engine(engine.value, hw)
     request = request_from_flags(
         engine=engine_name, level=level.value, concurrency=concurrency, max_model_len=max_model_len,
