@@ -1,0 +1,1 @@
+"""Turn a Plan into a running server: SGLang, vLLM, or the built-in transformers engine."""
