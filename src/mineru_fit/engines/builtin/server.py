@@ -1,0 +1,250 @@
+"""The HTTP side of the built-in engine: OpenAI chat completions, models, health, metrics."""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import os
+import sys
+import time
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Optional
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from mineru_fit.engines.builtin.batcher import Batcher
+from mineru_fit.engines.builtin.images import decode_image, fit_pixels
+from mineru_fit.engines.builtin.jobs import Job, SamplingKey
+from mineru_fit.engines.builtin.limits import RequestRefused, TokenBudget
+from mineru_fit.engines.builtin.metrics import EngineMetrics
+from mineru_fit.engines.builtin.options import BuiltinOptions
+from mineru_fit.engines.builtin.protocol import ChatRequest, completion_body, error_body
+
+logger = logging.getLogger(__name__)
+
+# MinerU's task prompts: each of these is about an image, so one without an image is a mistake.
+IMAGE_PROMPTS = ("Layout Detection:", "Text Recognition:", "Table Recognition:", "Formula Recognition:",
+                 "Image Analysis:")
+
+
+@dataclass
+class EngineState:
+    """Everything a running server holds; built by `build_state`, used by the app."""
+
+    options: BuiltinOptions
+    generator: Any               # generation.Generator
+    batcher: Batcher
+    metrics: EngineMetrics
+    budget: TokenBudget
+    served_name: str
+    created: int
+
+
+def build_state(options: BuiltinOptions, faults: Any = None) -> EngineState:
+    """Load the model and wire the generator, batcher and metrics (blocking; loads weights)."""
+    import torch
+
+    from mineru_fit.engines.builtin.generation import Generator
+    from mineru_fit.engines.builtin.loader import load_model
+
+    loaded = load_model(options)
+    generator = Generator(loaded, faults)
+    cuda = loaded.device.type == "cuda"
+
+    def memory() -> Optional[dict[str, int]]:
+        if not cuda:
+            return None
+        values = {
+            "allocated": torch.cuda.memory_allocated(loaded.device),
+            "reserved": torch.cuda.memory_reserved(loaded.device),
+            "peak": torch.cuda.max_memory_reserved(loaded.device),
+        }
+        if options.mem_fraction_static is not None:
+            total = torch.cuda.get_device_properties(loaded.device).total_memory
+            values["cap"] = int(options.mem_fraction_static * total)
+        return values
+
+    def release() -> None:
+        gc.collect()
+        if cuda:
+            torch.cuda.empty_cache()
+
+    def is_oom(exc: BaseException) -> bool:
+        return isinstance(exc, torch.OutOfMemoryError) or (
+            isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+        )
+
+    metrics = EngineMetrics(
+        info={"engine": "builtin", "level": options.level, "model": loaded.served_name,
+              "max_model_len": str(options.max_model_len), "device": str(loaded.device)},
+        kv_capacity_tokens=options.max_batch_size * options.max_model_len,
+        memory=memory,
+    )
+    batcher = Batcher(generator.run, max_batch=options.max_batch_size, wait_s=options.batch_wait_ms / 1000,
+                      is_oom=is_oom, release=release, shrink=generator.shrink, observer=metrics)
+    metrics.cap_changed(options.max_batch_size)
+    return EngineState(options, generator, batcher, metrics,
+                       TokenBudget(options.max_model_len, options.max_new_tokens), loaded.served_name, int(time.time()))
+
+
+def create_app(state: EngineState, *, on_ready: Any = None) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):  # noqa: ANN202
+        await state.batcher.start()
+        if on_ready is not None:
+            on_ready()
+        try:
+            yield
+        finally:
+            await state.batcher.stop()
+
+    app = FastAPI(title="mineru-fit built-in engine", version="1", lifespan=lifespan)
+
+    def refuse(exc: RequestRefused) -> JSONResponse:
+        state.metrics.answered(exc.status)
+        return JSONResponse(error_body(exc.message, exc.kind, exc.status, exc.param), status_code=exc.status)
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        return {"object": "list", "data": [{
+            "id": state.served_name, "object": "model", "created": state.created, "owned_by": "mineru-fit",
+            "max_model_len": state.options.max_model_len,
+        }]}
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.post("/v1/chat/completions", openapi_extra={"requestBody": {"content": {"application/json": {
+        "schema": ChatRequest.model_json_schema()}}, "required": True}})
+    async def chat(request: Request) -> JSONResponse:
+        try:
+            chat_request = _parse(await request.body())
+            job = await _prepare(state, chat_request)
+        except RequestRefused as exc:
+            return refuse(exc)
+        outcome = await state.batcher.submit(job)
+        if not outcome.ok:
+            status = outcome.error_status or 500
+            state.metrics.answered(status)
+            kind = "ServiceUnavailableError" if status == 503 else "InternalServerError"
+            return JSONResponse(error_body(outcome.error_message, kind, status), status_code=status)
+        state.metrics.answered(200)
+        return JSONResponse(completion_body(state.served_name, outcome.text, outcome.finish_reason,
+                                            outcome.prompt_tokens, outcome.completion_tokens))
+
+    return app
+
+
+def _parse(body: bytes) -> ChatRequest:
+    try:
+        data = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RequestRefused(400, f"the request body is not valid JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise RequestRefused(400, "the request body must be a JSON object")
+    try:
+        return ChatRequest.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err.get("loc", ()))
+        raise RequestRefused(400, f"{where}: {err.get('msg')}", param=where or None) from exc
+
+
+async def _prepare(state: EngineState, req: ChatRequest) -> Job:
+    """Check the request against this server, decode its images and encode it once."""
+    options = state.options
+    if req.model and req.model != state.served_name:
+        raise RequestRefused(404, f"The model `{req.model}` does not exist — this server serves `{state.served_name}`",
+                             kind="NotFoundError", param="model")
+    if req.stream:
+        raise RequestRefused(400, "streaming is not supported by the built-in engine — send stream=false",
+                             param="stream")
+    if req.n != 1:
+        raise RequestRefused(400, "n must be 1 on the built-in engine", param="n")
+    messages: list[dict[str, Any]] = []
+    urls: list[str] = []
+    for message in req.messages:
+        if isinstance(message.content, list):
+            parts: list[dict[str, Any]] = []
+            for part in message.content:
+                if part.type in ("image_url", "input_image"):
+                    if not part.url:
+                        raise RequestRefused(400, "an image_url part has no url", param="messages")
+                    urls.append(part.url)
+                    parts.append({"type": "image"})
+                else:
+                    parts.append({"type": "text", "text": part.text or ""})
+            messages.append({"role": message.role, "content": parts})
+        else:
+            messages.append({"role": message.role, "content": message.content or ""})
+    text = " ".join(p.get("text", "") for m in messages for p in (m["content"] if isinstance(m["content"], list) else [{"text": m["content"]}]))
+    if not urls and any(prompt in text for prompt in IMAGE_PROMPTS):
+        raise RequestRefused(400, "this MinerU prompt needs an image — add an image_url part (a data: URL)",
+                             param="messages")
+    generator = state.generator
+
+    def decode_all() -> list[Any]:
+        images = [decode_image(u, max_input_pixels=options.max_input_pixels, allow_remote=options.allow_remote_images)
+                  for u in urls]
+        return [fit_pixels(im, generator.m.max_pixels) for im in images]
+
+    images = await run_in_threadpool(decode_all)
+    key = SamplingKey(
+        temperature=1.0 if req.temperature is None else req.temperature,
+        top_p=1.0 if req.top_p is None else req.top_p,
+        top_k=req.top_k if req.top_k and req.top_k > 0 else None,
+        repetition_penalty=req.repetition_penalty or 1.0,
+        presence_penalty=req.presence_penalty or 0.0,
+        frequency_penalty=req.frequency_penalty or 0.0,
+        ngram_size=req.ngram_size,
+        stops=req.stops,
+        skip_special_tokens=req.skip_special_tokens,
+    )
+    job = Job(messages, images, key, max_new_tokens=0, requested_max_tokens=req.requested_max_tokens, seed=req.seed)
+    try:
+        await run_in_threadpool(generator.encode, job)
+    except RequestRefused:
+        raise
+    except Exception as exc:  # the processor rejects what it cannot handle (e.g. a degenerate image)
+        raise RequestRefused(400, f"the request could not be prepared: {exc}") from exc
+    job.max_new_tokens = state.budget.new_tokens_for(job.prompt_tokens, req.requested_max_tokens)
+    return job
+
+
+def serve(options: BuiltinOptions, faults: Any = None) -> None:
+    """Load, then serve on options.host:options.port until interrupted; writes a run record."""
+    if options.device.startswith("cuda"):
+        # Variable image sizes fragment the cache; must be set before torch initialises CUDA.
+        os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
+    import uvicorn
+
+    from mineru_fit.runrecords import RunRecord, remove_record, write_record
+
+    state = build_state(options, faults)
+    base = f"http://{options.host}:{options.port}"
+    record = RunRecord(engine="builtin", level=options.level, pid=os.getpid(), base_url=base,
+                       metrics_url=f"{base}/metrics", started_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                       argv=list(sys.argv))
+
+    def ready() -> None:
+        write_record(record)
+        print(f"mineru-fit built-in engine: serving {state.served_name} on {base} "
+              f"(level {options.level}, batch {options.max_batch_size}, context {options.max_model_len})", flush=True)
+
+    try:
+        uvicorn.run(create_app(state, on_ready=ready), host=options.host, port=options.port, log_level="warning")
+    finally:
+        remove_record(record)
