@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 from dataclasses import dataclass
 from typing import Any, Optional
 
 import torch
-from transformers import LogitsProcessorList, StoppingCriteriaList
+from transformers import LogitsProcessorList, StaticCache, StoppingCriteriaList
 
 from mineru_fit.engines.builtin.images import fit_pixels
 from mineru_fit.engines.builtin.jobs import Job, Outcome
@@ -50,9 +51,14 @@ class FaultInjection:
 class Generator:
     """The model side of the engine: encode a request, run a batch."""
 
-    def __init__(self, loaded: LoadedModel, faults: Optional[FaultInjection] = None) -> None:
+    def __init__(self, loaded: LoadedModel, faults: Optional[FaultInjection] = None,
+                 max_model_len: Optional[int] = None) -> None:
         self.m = loaded
         self.faults = faults
+        self.max_model_len = max_model_len
+        # transformers renamed generate's past_key_values to cache (5.2x); use what this one takes.
+        forward = inspect.signature(loaded.model.forward).parameters
+        self.cache_kwarg = "cache" if "cache" in forward else "past_key_values"
 
     def encode(self, job: Job) -> None:
         """Apply the chat template and the processor to one request (CPU work, any thread)."""
@@ -112,12 +118,20 @@ class Generator:
             eos_token_id=list(self.m.eos_token_ids),
             repetition_penalty=key.repetition_penalty,
         )
+        if self.max_model_len is not None:
+            # A static KV cache of batch × context, as the plan counts it: memory does not grow
+            # with the answer, and the caching allocator reuses the same blocks batch after batch.
+            kwargs[self.cache_kwarg] = StaticCache(config=self.m.model.config, max_cache_len=self.max_model_len)
+            kwargs["disable_compile"] = True  # recompiling per batch shape would cost more than it saves
         if key.greedy:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         else:
             kwargs.update(do_sample=True, temperature=key.temperature, top_p=key.top_p, top_k=key.top_k or 0)
             if jobs[0].seed is not None:
                 torch.manual_seed(jobs[0].seed)
+        if key.ignore_eos:
+            # EOS is suppressed until the longest row's length; each row still stops at its own.
+            kwargs["min_new_tokens"] = max(limits)
         if key.stops:
             kwargs.update(stop_strings=list(key.stops), tokenizer=self.m.tokenizer)
         output = self.m.model.generate(**inputs, **kwargs)
@@ -126,7 +140,7 @@ class Generator:
     def _decode(self, job: Job, tokens: torch.Tensor, limit: int) -> Outcome:
         ids = tokens.tolist()[:limit]
         finish = "length"
-        for i, token in enumerate(ids):
+        for i, token in enumerate(ids if not job.key.ignore_eos else ()):
             if token in self.m.eos_token_ids:
                 ids, finish = ids[:i], "stop"
                 break

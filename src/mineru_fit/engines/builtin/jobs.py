@@ -19,6 +19,7 @@ class SamplingKey:
     ngram_size: int
     stops: tuple[str, ...]
     skip_special_tokens: bool
+    ignore_eos: bool = False
 
     @property
     def greedy(self) -> bool:

@@ -58,6 +58,7 @@ class ChatRequest(BaseModel):
     skip_special_tokens: bool = True
     vllm_xargs: Optional[dict[str, Any]] = None
     no_repeat_ngram_size: Optional[int] = Field(None, ge=0)
+    ignore_eos: bool = False  # vLLM's extension: generate exactly max_tokens (benchmarks)
 
     @property
     def requested_max_tokens(self) -> Optional[int]:

@@ -54,7 +54,7 @@ def build_state(options: BuiltinOptions, faults: Any = None) -> EngineState:
     from mineru_fit.engines.builtin.loader import load_model
 
     loaded = load_model(options)
-    generator = Generator(loaded, faults)
+    generator = Generator(loaded, faults, max_model_len=options.max_model_len)
     cuda = loaded.device.type == "cuda"
 
     def memory() -> Optional[dict[str, int]]:
@@ -212,6 +212,7 @@ async def _prepare(state: EngineState, req: ChatRequest) -> Job:
         ngram_size=req.ngram_size,
         stops=req.stops,
         skip_special_tokens=req.skip_special_tokens,
+        ignore_eos=req.ignore_eos,
     )
     job = Job(messages, images, key, max_new_tokens=0, requested_max_tokens=req.requested_max_tokens, seed=req.seed)
     try:
