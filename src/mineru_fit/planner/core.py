@@ -9,6 +9,7 @@ from mineru_fit.errors import PlanInputError
 from mineru_fit.models.spec import ModelSpec
 from mineru_fit.planner import commands
 from mineru_fit.planner import constants as C
+from mineru_fit.planner.calibration import cuda_context_bytes
 from mineru_fit.planner.equations import SIZERS, Resolved, Sizing
 from mineru_fit.planner.inputs import Hardware, PlanRequest
 from mineru_fit.planner.levels import LEVEL_INTENT, LEVEL_KNOBS, MODEL_LEVELS, Level, Quant
@@ -205,6 +206,10 @@ def plan_levels(spec: ModelSpec, hw: Hardware, request: PlanRequest,
             notes.append(f"batch lowered from {asked.batch} to {r.batch} to fit the budget")
         if hw.is_cuda and hw.compute_capability is None:
             notes.append("GPU generation unknown: assuming bf16 and fp8 support (compute capability 8.9+)")
+        if hw.is_cuda:
+            source = cuda_context_bytes(hw.name)[1]
+            notes.append(f"CUDA context measured on this GPU class ({source})" if source else
+                         "runtime terms are estimates: no measurement for this GPU class yet (docs/memory-model.md)")
         argv, env = _command(request, r, s, hw, user_alloc_conf)
         plans.append(Plan(
             engine=r.engine, level=level.value, fits=_fits(hw, s), budget_bytes=hw.budget_bytes,

@@ -16,6 +16,7 @@ from typing import Optional
 
 from mineru_fit.models.spec import ModelSpec
 from mineru_fit.planner import constants as C
+from mineru_fit.planner.calibration import cuda_context_bytes
 from mineru_fit.planner import terms as T
 from mineru_fit.planner.inputs import Hardware
 from mineru_fit.planner.levels import Level, Quant
@@ -109,7 +110,7 @@ def size_builtin(spec: ModelSpec, hw: Hardware, r: Resolved) -> Sizing:
     act = max(vision, llm + held) + T.logits_bytes(spec, r.batch)
     if r.quant is not Quant.none:
         act += T.largest_linear_bytes(spec, r.dtype)
-    runtime = C.CUDA_CONTEXT_BYTES if hw.is_cuda else 0
+    runtime = cuda_context_bytes(hw.name)[0] if hw.is_cuda else 0
     margin = T.allocator_margin_bytes(act)
     terms = _terms(weights, kv, act, 0, runtime, margin)
     problems: list[str] = []
@@ -166,7 +167,7 @@ def size_sglang(spec: ModelSpec, hw: Hardware, r: Resolved) -> Sizing:
     per_token = T.kv_bytes_per_token(spec, r.kv_dtype_bytes, r.tp_size)
     act = _engine_activations(spec, r, r.batch)
     graphs = T.cuda_graph_bytes(r.graph_bs) if r.cuda_graphs else 0
-    runtime = C.CUDA_CONTEXT_BYTES + C.SGLANG_METADATA_BYTES + C.SGLANG_POOL_SLACK_BYTES
+    runtime = cuda_context_bytes(hw.name)[0] + C.SGLANG_METADATA_BYTES + C.SGLANG_POOL_SLACK_BYTES
     margin = T.allocator_margin_bytes(act + graphs)
     free = hw.free_bytes
     problems: list[str] = []
@@ -198,7 +199,7 @@ def size_vllm(spec: ModelSpec, hw: Hardware, r: Resolved) -> Sizing:
     per_token = T.kv_bytes_per_token(spec, r.kv_dtype_bytes, r.tp_size)
     act = _engine_activations(spec, r, r.batch)
     graphs = T.cuda_graph_bytes(r.graph_bs) if r.cuda_graphs else 0
-    runtime = C.CUDA_CONTEXT_BYTES + C.VLLM_NON_TORCH_BYTES
+    runtime = cuda_context_bytes(hw.name)[0] + C.VLLM_NON_TORCH_BYTES
     margin = T.allocator_margin_bytes(act + graphs)
     non_kv = weights + act + graphs + runtime
     problems: list[str] = []

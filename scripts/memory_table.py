@@ -1,0 +1,147 @@
+"""The README's memory table (and a chart), regenerated from docs/measurements/ only.
+
+Each row is a level measured by benchmarks/gpu_memory.py on a real GPU, beside the planner's
+prediction and the guide's claimed share of the unoptimised peak. With no measurement on
+file the table says so: no figure in the README comes from anywhere but a measurement file.
+
+    python scripts/memory_table.py [--readme README.md] [--measurements docs/measurements] [--chart]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+ROOT = Path(__file__).resolve().parents[1]
+START = "<!-- memory-table:start -->"
+END = "<!-- memory-table:end -->"
+# The guide's table: memory at each optimisation level as a share of the unoptimised peak.
+GUIDE_CLAIMS = {"none": "100%", "basic": "60–80%", "aggressive": "30–50%", "extreme": "20–30%"}
+TERMS = ("runtime", "weights", "kv_cache", "activations", "cuda_graphs", "margin")
+
+
+def latest_measurements(folder: Path) -> list[tuple[Path, dict[str, Any]]]:
+    """The newest gpu_memory record per GPU."""
+    newest: dict[str, tuple[Path, dict[str, Any]]] = {}
+    for path in sorted(folder.glob("*.json")):
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if record.get("benchmark") != "gpu_memory" or not record.get("machine", {}).get("gpu"):
+            continue
+        gpu = record["machine"]["gpu"]
+        if gpu not in newest or record["date"] > newest[gpu][1]["date"]:
+            newest[gpu] = (path, record)
+    return list(newest.values())
+
+
+def _gib(value: Optional[float]) -> str:
+    return f"{value / 2**30:.2f} GiB" if value else "—"
+
+
+def render_table(path: Path, record: dict[str, Any]) -> str:
+    machine = record["machine"]
+    rows = {r["level"]: r for r in record["summary"]}
+    levels = {r["level"]: r for r in record["levels"]}
+    base = (rows.get("none") or {}).get("measured_bytes")
+    lines = [
+        f"**{machine['gpu']}** (driver {machine.get('driver')}, torch {machine.get('torch')}), "
+        f"{record['date'][:10]}, `{record['command']}` → [{path.name}](docs/measurements/{path.name})",
+        "",
+        "| level | predicted | measured peak | error | share of `none` | guide's claim | pages/s | tokens/s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for level, claim in GUIDE_CLAIMS.items():
+        row = rows.get(level)
+        if row is None:
+            continue
+        measured = row.get("measured_bytes")
+        share = f"{100 * measured / base:.0f}%" if measured and base else "—"
+        err = f"{row['error_pct']:+.1f}%" if row.get("error_pct") is not None else (row.get("error") or "—")
+        m = (levels.get(level) or {}).get("measured") or {}
+        lines.append(
+            f"| {level} | {_gib(row.get('predicted_bytes'))} | {_gib(measured)} | {err} | {share} | {claim} | "
+            f"{m.get('pages_per_s') or '—'} | {m.get('tokens_per_s') or '—'} |"
+        )
+    floor = next((r for r in record["summary"] if "peak_over_floor" in r), None)
+    if floor:
+        lines.append("")
+        lines.append(f"extreme: peak {_gib(floor['measured_bytes'])} = {floor['peak_over_floor']:.2f} × its physical "
+                     f"floor of {_gib(floor['floor_bytes'])} (CUDA context + 4-bit weights + one largest image's "
+                     "activations + KV for one request).")
+    return "\n".join(lines)
+
+
+def render_section(measurements: list[tuple[Path, dict[str, Any]]]) -> str:
+    if not measurements:
+        return ("No GPU measurement has landed yet, so this README quotes no memory figure. "
+                "`python benchmarks/gpu_memory.py` on a CUDA GPU writes one to docs/measurements/ and "
+                "`python scripts/memory_table.py` puts it here, beside the guide's claims "
+                "(none 100%, basic 60–80%, aggressive 30–50%, extreme 20–30%).")
+    return "\n\n".join(render_table(path, record) for path, record in measurements)
+
+
+def update_readme(readme: Path, section: str) -> bool:
+    """Replace what stands between the markers; True when the file changed."""
+    text = readme.read_text()
+    if START not in text or END not in text:
+        raise SystemExit(f"{readme} has no {START} … {END} markers")
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    new = f"{head}{START}\n{section}\n{END}{tail}"
+    if new != text:
+        readme.write_text(new)
+        return True
+    return False
+
+
+def render_chart(measurements: list[tuple[Path, dict[str, Any]]], out: Path) -> Optional[Path]:
+    """Each level's memory stacked by term, predicted beside measured (one figure per run)."""
+    if not measurements:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path, record = measurements[0]
+    levels = [r for r in record["levels"] if "plan" in r]
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    x = range(len(levels))
+    bottoms = [0.0] * len(levels)
+    for term in TERMS:
+        values = [r["plan"]["terms"].get(term, 0) / 2**30 for r in levels]
+        ax.bar([i - 0.2 for i in x], values, 0.38, bottom=bottoms, label=f"predicted: {term.replace('_', ' ')}")
+        bottoms = [b + v for b, v in zip(bottoms, values)]
+    measured = [((r.get("measured") or {}).get("nvml_peak_bytes") or 0) / 2**30 for r in levels]
+    ax.bar([i + 0.2 for i in x], measured, 0.38, color="black", label="measured peak (NVML)")
+    ax.set_xticks(list(x), [r["level"] for r in levels])
+    ax.set_ylabel("GiB")
+    ax.set_title(f"MinerU2.5 built-in engine on {record['machine']['gpu']} ({record['date'][:10]})")
+    ax.legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--readme", type=Path, default=ROOT / "README.md")
+    parser.add_argument("--measurements", type=Path, default=ROOT / "docs" / "measurements")
+    parser.add_argument("--chart", type=Path, default=ROOT / "docs" / "measurements" / "memory-by-level.png")
+    args = parser.parse_args()
+    measurements = latest_measurements(args.measurements)
+    changed = update_readme(args.readme, render_section(measurements))
+    chart = render_chart(measurements, args.chart)
+    print(f"{args.readme}: {'updated' if changed else 'unchanged'}; {len(measurements)} measurement(s)"
+          + (f"; chart {chart}" if chart else ""))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
