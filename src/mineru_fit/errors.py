@@ -50,3 +50,23 @@ class MissingExtraError(MineruFitError):
         super().__init__(f"{package} is not installed — pip install 'mineru-fit[{extra}]'")
         self.package = package
         self.extra = extra
+
+
+class EngineError(MineruFitError):
+    """An engine (SGLang, vLLM) failed to start or stopped; the message names its log."""
+
+
+class EngineNotInstalledError(UsageError):
+    """The engine asked for is not installed here; the message names the pip extra."""
+
+
+class EngineFlagError(UsageError):
+    """A flag the plan needs does not exist in the installed engine version."""
+
+
+class InputDocumentError(MineruFitError):
+    """A document that cannot be parsed as given: corrupt, encrypted, empty, too large or the wrong type."""
+
+
+class VlmServerError(MineruFitError):
+    """The --server URL does not answer as an OpenAI-compatible MinerU server."""

@@ -16,12 +16,17 @@ from pathlib import Path
 from typing import Any, Optional
 
 
-def runs_dir() -> Path:
+def state_dir() -> Path:
+    """Where mineru-fit keeps what outlives a process: run records, engine logs, startup records."""
     base = os.environ.get("MINERU_FIT_STATE_DIR")
     if base:
-        return Path(base).expanduser() / "runs"
+        return Path(base).expanduser()
     state = os.environ.get("XDG_STATE_HOME") or str(Path("~/.local/state").expanduser())
-    return Path(state) / "mineru-fit" / "runs"
+    return Path(state) / "mineru-fit"
+
+
+def runs_dir() -> Path:
+    return state_dir() / "runs"
 
 
 @dataclass(frozen=True)

@@ -86,6 +86,15 @@ class Settings(BaseSettings):
     api_token: Optional[SecretStr] = Field(default=None, description="Bearer token for the parse API.")
     log_level: str = Field(default="WARNING", description="Python logging level for the CLI.")
     config: Optional[Path] = Field(default=None, description="Config file path (MINERU_FIT_CONFIG).")
+    state_dir: Optional[Path] = Field(
+        default=None, description="Run records, engine logs and startup measurements (default ~/.local/state/mineru-fit)."
+    )
+    sglang_executable: Optional[str] = Field(
+        default=None, description="Command that replaces `python -m sglang.launch_server` (e.g. another venv's python)."
+    )
+    vllm_executable: Optional[str] = Field(
+        default=None, description="Command that replaces `vllm serve` (e.g. /opt/vllm/bin/vllm serve)."
+    )
 
     @field_validator("virtual_vram_size_gib")
     @classmethod

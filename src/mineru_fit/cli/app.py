@@ -6,6 +6,7 @@ import logging
 import sys
 
 import typer
+from rich.markup import escape
 from rich.console import Console
 
 from mineru_fit import __version__
@@ -46,7 +47,7 @@ def main() -> None:
     try:
         app()  # standalone: click reports its own usage errors with exit code 2
     except MineruFitError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)

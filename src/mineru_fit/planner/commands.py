@@ -1,7 +1,8 @@
 """The exact command and environment a plan implies, per engine. Pure: values in, argv out.
 
 Flag names follow the engines' own argument parsers (SGLang's server_args, vLLM's
-EngineArgs); engines/ checks them against the installed version before anything starts.
+EngineArgs) in the newest version listed in engines/data/; engines/flags.py checks them
+against the installed version (renaming or refusing) before anything starts.
 """
 
 from __future__ import annotations
@@ -95,6 +96,9 @@ def vllm_command(model: str, host: str, port: int, r: Resolved, s: Sizing,
         argv += ["--kv-cache-dtype", "fp8"]
     if not r.cuda_graphs:
         argv.append("--enforce-eager")
+    elif r.sized_kv:
+        # Graphs for batch sizes the plan never runs are memory for nothing (the plan counts graph_bs).
+        argv += ["--max-cudagraph-capture-size", str(r.graph_bs)]
     argv += [
         "--limit-mm-per-prompt", json.dumps({"image": 1}),
         "--mm-processor-kwargs", json.dumps({"max_pixels": r.context.max_image_pixels}),
