@@ -117,7 +117,7 @@ def test_multi_gpu_maps_tp_and_dp_per_engine(engine: str, tp: str, dp: str):
     (["mineru-fit", "serve", "--engine", "vllm", "--vram", "8"], "vllm is not installed — pip install 'mineru-fit[vllm]'"),
     (["mineru-sglang-server", "--vram", "8"], "sglang is not installed — pip install 'mineru-fit[sglang]'"),
     (["mineru-fit", "serve", "--engine", "sglang", "--vram", "8", "--max-batch-size", "4", "--dry-run"],
-     "are the built-in engine's"),
+     "the built-in engine's flags"),
 ])
 def test_bad_input_is_one_line_exit_2_before_anything_starts(argv: list[str], message: str, tmp_path: Path):
     result = run(str(BIN / argv[0]), *argv[1:], MINERU_FIT_STATE_DIR=str(tmp_path))

@@ -46,6 +46,10 @@ def serve_command(
     max_batch_size: Optional[int] = typer.Option(None, "--max-batch-size", min=1, help="Built-in engine: batch size."),
     max_image_pixels: Optional[int] = typer.Option(None, "--max-image-pixels", min=1, help="Built-in engine: pixel cap."),
     max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", min=1, help="Built-in engine: output cap."),
+    served_model_name: Optional[str] = typer.Option(None, "--served-model-name",
+                                                    help="Built-in engine: the name /v1/models lists."),
+    allow_remote_images: bool = typer.Option(False, "--allow-remote-images",
+                                             help="Built-in engine: fetch http(s) image URLs (off: data: URLs only)."),
 ) -> None:
     """Start an engine held to a plan; when memory runs out, step down a level and retry."""
     run_serve(
@@ -56,6 +60,7 @@ def serve_command(
             dtype=dtype, kv_cache_dtype=kv_cache_dtype, tp_size=tp_size, dp_size=dp_size, model=model, host=host,
             port=port, dry_run=dry_run, health_timeout_s=health_timeout, max_attempts=max_attempts,
             max_batch_size=max_batch_size, max_image_pixels=max_image_pixels, max_new_tokens=max_new_tokens,
+            served_model_name=served_model_name, allow_remote_images=allow_remote_images,
         ),
         extra_args=ctx.args,
     )

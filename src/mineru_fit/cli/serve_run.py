@@ -51,11 +51,16 @@ class ServeArgs:
     max_batch_size: Optional[int] = None
     max_image_pixels: Optional[int] = None
     max_new_tokens: Optional[int] = None
+    served_model_name: Optional[str] = None
+    allow_remote_images: bool = False
 
     @property
-    def builtin_overrides(self) -> dict[str, Optional[int]]:
-        return {"max_batch_size": self.max_batch_size, "max_image_pixels": self.max_image_pixels,
-                "max_new_tokens": self.max_new_tokens}
+    def builtin_overrides(self) -> dict[str, object]:
+        """The built-in engine's own flags that were given (None and False are 'not given')."""
+        values = {"max_batch_size": self.max_batch_size, "max_image_pixels": self.max_image_pixels,
+                  "max_new_tokens": self.max_new_tokens, "served_model_name": self.served_model_name,
+                  "allow_remote_images": self.allow_remote_images or None}
+        return {k: v for k, v in values.items() if v is not None}
 
 
 
@@ -91,9 +96,10 @@ def run_serve(args: ServeArgs, extra_args: Sequence[str] = ()) -> None:
     if plan.engine == "builtin":
         _serve_builtin(args, settings, plan, report, reason, extra_args)
     else:
-        if any(v is not None for v in args.builtin_overrides.values()):
-            raise UsageError("--max-batch-size, --max-image-pixels and --max-new-tokens are the built-in engine's — "
-                             "for sglang/vllm use --concurrency and --max-model-len")
+        if args.builtin_overrides:
+            given = ", ".join("--" + k.replace("_", "-") for k in args.builtin_overrides)
+            raise UsageError(f"{given}: the built-in engine's flags — for sglang/vllm use --concurrency and "
+                             "--max-model-len (and the engine's own flags after --)")
         _serve_engine(args, settings, report, reason, extra_args)
 
 
