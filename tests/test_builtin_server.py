@@ -225,3 +225,39 @@ def test_a_request_too_big_alone_is_retried_smaller_or_answered_503(model_dir: P
         assert response.status_code == 503 and "out of GPU memory" in response.json()["error"]["message"]
         assert metric(base, "mineru_fit_oom_events_total", '{action="rejected"}') == 1
         assert httpx.get(f"{base}/health").status_code == 200
+
+
+def test_mineru_fit_serve_builtin_runs_the_server_and_announces_it(model_dir: Path, tmp_path: Path) -> None:
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MINERU_", "CUDA_"))}
+    env["MINERU_FIT_STATE_DIR"] = str(tmp_path)
+    cli = Path(sys.executable).parent / "mineru-fit"
+    proc = subprocess.Popen([str(cli), "serve", "--engine", "builtin", "--model", str(model_dir), "--port", str(port),
+                             "--max-new-tokens", "4", "--served-model-name", "tiny"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read() if proc.poll() else "timeout"
+            time.sleep(0.2)
+        body = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions",
+                          json=ask("\nText Recognition:", page(200, 100)), timeout=60).json()
+        assert body["model"] == "tiny" and body["usage"]["completion_tokens"] <= 4
+        [record] = [json.loads(p.read_text()) for p in (tmp_path / "runs").glob("*.json")]
+        assert record["engine"] == "builtin" and record["metrics_url"].endswith(f":{port}/metrics")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+    assert list((tmp_path / "runs").glob("*.json")) == []  # the record goes with the server
