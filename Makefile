@@ -14,18 +14,27 @@ $(VENV)/.base-installed: pyproject.toml
 	$(PIP) -e .
 	touch $@
 
+# The model-free parse tier (docvortex, pypdfium2, reportlab): still no torch.
+$(VENV)/.flash-installed: $(VENV)/.base-installed
+	$(PIP) -e '.[flash]'
+	touch $@
+
 # Dev install: CPU torch from the local wheel FIRST, so nothing later pulls a CUDA build;
 # never torchvision (it fails to import beside CPU torch and breaks transformers' Qwen2-VL).
 $(VENV)/.dev-installed: $(VENV)/.base-installed
 	$(PIP) torch==2.13.0
-	$(PIP) -e '.[engine,dev]'
+	$(PIP) -e '.[engine,flash,dev]'
 	@if $(PY) -c "import torchvision" 2>/dev/null; then echo "torchvision is installed in $(VENV): remove it (pip uninstall torchvision)"; exit 1; fi
 	touch $@
 
-demo: $(VENV)/.base-installed
+# Offline: the sample PDF is generated here and, with no model downloaded, `parse` picks flash.
+demo: $(VENV)/.flash-installed
 	$(BIN)/mineru-fit doctor
 	$(BIN)/mineru-fit plan
 	$(BIN)/mineru-fit plan --vram 8 --engine sglang --mem-fraction-static 0.3 --load-in-4bit --max-model-len 2048
+	$(BIN)/mineru-fit sample-pdf out/demo/sample.pdf
+	$(BIN)/mineru-fit parse out/demo/sample.pdf -o out/demo/output
+	@echo "Markdown: out/demo/output/sample/flash/sample.md"
 
 test: $(VENV)/.dev-installed
 	$(BIN)/lint-imports
@@ -33,6 +42,7 @@ test: $(VENV)/.dev-installed
 
 bench: $(VENV)/.dev-installed
 	$(PY) benchmarks/plan_speed.py
+	@if [ -d ../shared/eval ]; then $(PY) benchmarks/flash_overhead.py; else echo "flash_overhead: no ../shared/eval PDFs (pass a folder: $(PY) benchmarks/flash_overhead.py DIR)"; fi
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -1,0 +1,1 @@
+"""Renderers write what the builders made: Markdown and MinerU's JSON files."""
