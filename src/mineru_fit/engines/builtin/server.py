@@ -45,6 +45,20 @@ class EngineState:
     served_name: str
     created: int
 
+    async def admit(self, messages: list[dict[str, Any]], images: list[Any], key: SamplingKey,
+                    requested_max_tokens: Optional[int], seed: Optional[int] = None) -> Job:
+        """Encode a request once (off the event loop) and clamp its output to the context:
+        a Job ready for the batcher. RequestRefused (a 4xx) when it cannot be served as sent."""
+        job = Job(messages, images, key, max_new_tokens=0, requested_max_tokens=requested_max_tokens, seed=seed)
+        try:
+            await run_in_threadpool(self.generator.encode, job)
+        except RequestRefused:
+            raise
+        except Exception as exc:  # the processor rejects what it cannot handle (e.g. a degenerate image)
+            raise RequestRefused(400, f"the request could not be prepared: {exc}") from exc
+        job.max_new_tokens = self.budget.new_tokens_for(job.prompt_tokens, requested_max_tokens)
+        return job
+
 
 def build_state(options: BuiltinOptions, faults: Any = None) -> EngineState:
     """Load the model and wire the generator, batcher and metrics (blocking; loads weights)."""
@@ -214,15 +228,7 @@ async def _prepare(state: EngineState, req: ChatRequest) -> Job:
         skip_special_tokens=req.skip_special_tokens,
         ignore_eos=req.ignore_eos,
     )
-    job = Job(messages, images, key, max_new_tokens=0, requested_max_tokens=req.requested_max_tokens, seed=req.seed)
-    try:
-        await run_in_threadpool(generator.encode, job)
-    except RequestRefused:
-        raise
-    except Exception as exc:  # the processor rejects what it cannot handle (e.g. a degenerate image)
-        raise RequestRefused(400, f"the request could not be prepared: {exc}") from exc
-    job.max_new_tokens = state.budget.new_tokens_for(job.prompt_tokens, req.requested_max_tokens)
-    return job
+    return await state.admit(messages, images, key, req.requested_max_tokens, seed=req.seed)
 
 
 def serve(options: BuiltinOptions, faults: Any = None) -> None:

@@ -15,7 +15,7 @@ from mineru_vl_utils.vlm_client.base_client import SamplingParams, VlmClient
 from mineru_vl_utils.vlm_client.utils import aio_image_to_obj_list
 
 from mineru_fit.engines.builtin.images import fit_pixels
-from mineru_fit.engines.builtin.jobs import Job, SamplingKey
+from mineru_fit.engines.builtin.jobs import SamplingKey
 from mineru_fit.engines.builtin.limits import RequestRefused
 
 
@@ -77,12 +77,8 @@ class EngineVlmClient(VlmClient):
         pictures = [fit_pixels(im, generator.m.max_pixels) for im in await aio_image_to_obj_list(image)]
         sp = self.build_sampling_params(sampling_params)
         wanted = min(sp.max_new_tokens or self.max_new_tokens, self.max_new_tokens)
-        job = Job(self._messages(prompt, len(pictures)), pictures, sampling_key(sp), max_new_tokens=0,
-                  requested_max_tokens=wanted)
-        loop = asyncio.get_running_loop()
         try:
-            await loop.run_in_executor(None, generator.encode, job)
-            job.max_new_tokens = self.state.budget.new_tokens_for(job.prompt_tokens, wanted)
+            job = await self.state.admit(self._messages(prompt, len(pictures)), pictures, sampling_key(sp), wanted)
         except RequestRefused as exc:
             raise EngineRequestError(exc.message) from exc
         outcome = await self.state.batcher.submit(job)
