@@ -23,7 +23,7 @@ $(VENV)/.flash-installed: $(VENV)/.base-installed
 # never torchvision (it fails to import beside CPU torch and breaks transformers' Qwen2-VL).
 $(VENV)/.dev-installed: $(VENV)/.base-installed
 	$(PIP) torch==2.13.0
-	$(PIP) -e '.[engine,flash,dev]'
+	$(PIP) -e '.[engine,flash,api,ui,dev]'
 	@if $(PY) -c "import torchvision" 2>/dev/null; then echo "torchvision is installed in $(VENV): remove it (pip uninstall torchvision)"; exit 1; fi
 	touch $@
 

@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
-# The guide's launcher: ./start_mineru_optimized.sh sglang|vllm|api|gradio [--dry-run] [serve flags...]
+# The guide's launcher: ./start_mineru_optimized.sh sglang|vllm|api|gradio [--dry-run] [flags...]
 #
 #   sglang, vllm  start that engine with the profile the planner picks for this machine
 #                 (`mineru-fit serve --engine NAME`, level auto); further flags go to serve,
 #                 e.g. --vram 8, --max-model-len 2048, --dry-run, and `-- ENGINE_FLAGS` after them.
-#   api, gradio   the parse API and the Gradio UI are not built yet (issue 6): exits 2.
+#   api, gradio   the parse API (port 8000) or the Gradio UI with the API beside it (port 7860),
+#                 with an engine fitted to this machine (`mineru-fit start api|gradio`); further
+#                 flags go there, e.g. --port, --data-dir, --server URL, --engine, --dry-run.
+#                 Without a model here they parse with the flash tier (no GPU needed).
 set -euo pipefail
 
 usage() {
-    echo "usage: $0 sglang|vllm|api|gradio [--dry-run] [mineru-fit serve flags...]" >&2
+    echo "usage: $0 sglang|vllm|api|gradio [--dry-run] [mineru-fit serve / start flags...]" >&2
 }
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -33,8 +36,7 @@ case "$target" in
         exec "$mineru_fit" serve --engine "$target" "$@"
         ;;
     api|gradio)
-        echo "error: '$target' is not built yet: the parse API and the Gradio UI arrive with issue 6 — for now start an engine with '$0 sglang' or '$0 vllm'" >&2
-        exit 2
+        exec "$mineru_fit" start "$target" "$@"
         ;;
     -h|--help)
         usage

@@ -134,11 +134,12 @@ def test_start_script_serves_the_auto_profile():
     assert "level none: least aggressive level that fits" in result.stdout
 
 
-@pytest.mark.parametrize("target", ["api", "gradio"])
-def test_start_script_says_api_and_gradio_are_not_built_yet(target: str):
+@pytest.mark.parametrize("target, port", [("api", 8000), ("gradio", 7860)])
+def test_start_script_starts_the_api_and_the_ui(target: str, port: int):
     result = run(str(SCRIPT), target, "--dry-run")
-    assert result.returncode == 2
-    assert f"'{target}' is not built yet" in result.stderr and "issue 6" in result.stderr
+    assert result.returncode == 0, result.stderr
+    assert f"# service: http://127.0.0.1:{port} " in result.stdout
+    assert "# engine: none — no MinerU2.5 model here" in result.stdout and "flash tier" in result.stdout
 
 
 def test_serve_dry_run_imports_no_torch():

@@ -70,3 +70,12 @@ class InputDocumentError(MineruFitError):
 
 class VlmServerError(MineruFitError):
     """The --server URL does not answer as an OpenAI-compatible MinerU server."""
+
+
+class RequestRefusedError(MineruFitError):
+    """A parse-API request that cannot be accepted as sent; `status` is the HTTP answer it gets."""
+
+    def __init__(self, message: str, status: int = 422, *, retry_after_s: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retry_after_s = retry_after_s

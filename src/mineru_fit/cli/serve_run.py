@@ -5,7 +5,7 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 import typer
 from rich.console import Console
@@ -17,6 +17,9 @@ from mineru_fit.planner import Plan, PlanReport, make_report
 from mineru_fit.planner.levels import MODEL_LEVELS
 from mineru_fit.settings import Settings, load_settings
 from mineru_fit.units import human
+
+if TYPE_CHECKING:
+    from mineru_fit.engines.supervisor import LevelRun
 
 err_console = Console(stderr=True)
 
@@ -64,7 +67,9 @@ class ServeArgs:
 
 
 
-def _plan(args: ServeArgs, settings: Settings) -> tuple[PlanReport, str]:
+def plan_serve(args: ServeArgs, settings: Settings, *, allow_flash: bool = False) -> tuple[PlanReport, str]:
+    """The plan for `args` on this machine and why that engine; UsageError when no model level fits
+    (unless allow_flash: then the report says flash and the caller goes model-free)."""
     from mineru_fit.models import load_spec
 
     model_id = args.model or settings.model
@@ -80,7 +85,7 @@ def _plan(args: ServeArgs, settings: Settings) -> tuple[PlanReport, str]:
     )
     spec = load_spec(model_id, models_dir=settings.models_dir)
     report = make_report(spec, hw, request, user_alloc_conf=settings.pytorch_cuda_alloc_conf)
-    if report.plan.level == "flash":
+    if report.plan.level == "flash" and not allow_flash:
         raise UsageError(f"no {engine} level fits ({report.reason}) — free GPU memory, lower --concurrency or "
                          "--max-model-len, or parse born-digital PDFs without a model (mineru-fit parse --tier flash)")
     return report, reason
@@ -91,7 +96,7 @@ def run_serve(args: ServeArgs, extra_args: Sequence[str] = ()) -> None:
     if args.max_attempts < 1:
         raise UsageError("--max-attempts must be at least 1")
     settings = load_settings()
-    report, reason = _plan(args, settings)
+    report, reason = plan_serve(args, settings)
     plan = report.plan
     if plan.engine == "builtin":
         _serve_builtin(args, settings, plan, report, reason, extra_args)
@@ -149,17 +154,19 @@ def _option(plan: Plan, flag: str) -> Optional[str]:
     return next((argv[i + 1] for i, t in enumerate(argv[:-1]) if t == flag), None)
 
 
-def _serve_engine(args: ServeArgs, settings: Settings, report: PlanReport, reason: str,
-                  extra_args: Sequence[str]) -> None:
+def level_runs(report: PlanReport, settings: Settings, *, max_attempts: int, dry_run: bool,
+               extra_args: Sequence[str] = ()) -> tuple[list["LevelRun"], list[str]]:
+    """The chosen level and the lighter ones to step down to, each fitted to the installed engine;
+    and notes (# lines) on what was adapted, the fallback order and levels skipped."""
     from mineru_fit.engines import launch
     from mineru_fit.engines.flags import installed_version, load_flags
-    from mineru_fit.engines.supervisor import LevelRun, Supervisor, SupervisorOptions
+    from mineru_fit.engines.supervisor import LevelRun
     from mineru_fit.engines.vllm import find_vl_utils
 
     plan = report.plan
     executable = settings.sglang_executable if plan.engine == "sglang" else settings.vllm_executable
     launcher = shlex.split(executable) if executable else None
-    if args.dry_run or launcher is not None:
+    if dry_run or launcher is not None:
         installed = installed_version(load_flags(plan.engine).distribution)
     else:
         installed = launch.require_installed(plan.engine)
@@ -168,7 +175,7 @@ def _serve_engine(args: ServeArgs, settings: Settings, report: PlanReport, reaso
     candidates = [p for p in report.levels if p.level in order and order.index(p.level) >= order.index(plan.level)]
     runs: list[LevelRun] = []
     skipped: list[str] = []
-    for candidate in candidates[: args.max_attempts]:
+    for candidate in candidates[:max_attempts]:
         try:
             command = launch.engine_command(candidate, installed=installed, launcher=launcher,
                                             extra_args=extra_args, vl_utils=vl_utils)
@@ -181,8 +188,18 @@ def _serve_engine(args: ServeArgs, settings: Settings, report: PlanReport, reaso
     chosen = runs[0].command
     notes = [f"# {n}" for n in chosen.notes] + [f"# note: {n}" for n in plan.notes]
     fallback = " → ".join(r.plan.level for r in runs[1:]) or "none (no lighter level left)"
-    notes.append(f"# if memory runs out: {fallback} (at most {args.max_attempts} attempts)")
+    notes.append(f"# if memory runs out: {fallback} (at most {max_attempts} attempts)")
     notes += [f"# skipped: {s}" for s in skipped]
+    return runs, notes
+
+
+def _serve_engine(args: ServeArgs, settings: Settings, report: PlanReport, reason: str,
+                  extra_args: Sequence[str]) -> None:
+    from mineru_fit.engines.supervisor import Supervisor, SupervisorOptions
+
+    runs, notes = level_runs(report, settings, max_attempts=args.max_attempts, dry_run=args.dry_run,
+                             extra_args=extra_args)
+    chosen = runs[0].command
     if args.dry_run:
         _print_command(_header(report, reason) + notes, dict(chosen.env), chosen.shell_line())
         return

@@ -85,6 +85,10 @@ class Supervisor:
         for signum, handler in previous.items():
             signal.signal(signum, handler)  # type: ignore[arg-type]
 
+    def stop(self) -> None:
+        """Ask a supervisor running in another thread to stop its engine and return (as SIGTERM would)."""
+        self._on_signal(signal.SIGTERM, None)
+
     # --- the loop --------------------------------------------------------------------------
     def run(self) -> int:
         """Blocks until the engine stops. 0 after a requested stop; EngineError when nothing served."""
