@@ -25,6 +25,26 @@ class SamplingKey:
     def greedy(self) -> bool:
         return self.temperature == 0 or self.top_k == 1
 
+    @classmethod
+    def from_request(cls, *, temperature: Optional[float] = None, top_p: Optional[float] = None,
+                     top_k: Optional[int] = None, repetition_penalty: Optional[float] = None,
+                     presence_penalty: Optional[float] = None, frequency_penalty: Optional[float] = None,
+                     ngram_size: Optional[int] = None, stops: tuple[str, ...] = (),
+                     skip_special_tokens: bool = True, ignore_eos: bool = False) -> "SamplingKey":
+        """Fill what a request left out the way an OpenAI-compatible server does."""
+        return cls(
+            temperature=1.0 if temperature is None else temperature,
+            top_p=1.0 if top_p is None else top_p,
+            top_k=top_k if top_k and top_k > 0 else None,
+            repetition_penalty=repetition_penalty or 1.0,
+            presence_penalty=presence_penalty or 0.0,
+            frequency_penalty=frequency_penalty or 0.0,
+            ngram_size=max(0, ngram_size or 0),
+            stops=stops,
+            skip_special_tokens=skip_special_tokens,
+            ignore_eos=ignore_eos,
+        )
+
 
 @dataclass
 class Job:

@@ -216,17 +216,10 @@ async def _prepare(state: EngineState, req: ChatRequest) -> Job:
         return [fit_pixels(im, generator.m.max_pixels) for im in images]
 
     images = await run_in_threadpool(decode_all)
-    key = SamplingKey(
-        temperature=1.0 if req.temperature is None else req.temperature,
-        top_p=1.0 if req.top_p is None else req.top_p,
-        top_k=req.top_k if req.top_k and req.top_k > 0 else None,
-        repetition_penalty=req.repetition_penalty or 1.0,
-        presence_penalty=req.presence_penalty or 0.0,
-        frequency_penalty=req.frequency_penalty or 0.0,
-        ngram_size=req.ngram_size,
-        stops=req.stops,
-        skip_special_tokens=req.skip_special_tokens,
-        ignore_eos=req.ignore_eos,
+    key = SamplingKey.from_request(
+        temperature=req.temperature, top_p=req.top_p, top_k=req.top_k, repetition_penalty=req.repetition_penalty,
+        presence_penalty=req.presence_penalty, frequency_penalty=req.frequency_penalty, ngram_size=req.ngram_size,
+        stops=req.stops, skip_special_tokens=req.skip_special_tokens, ignore_eos=req.ignore_eos,
     )
     return await state.admit(messages, images, key, req.requested_max_tokens, seed=req.seed)
 

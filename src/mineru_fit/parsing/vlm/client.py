@@ -29,15 +29,10 @@ class EngineRequestError(Exception):
 
 def sampling_key(sp: SamplingParams) -> SamplingKey:
     """MinerU's sampling parameters as the engine batches them (defaults as an OpenAI server fills them)."""
-    return SamplingKey(
-        temperature=1.0 if sp.temperature is None else sp.temperature,
-        top_p=1.0 if sp.top_p is None else sp.top_p,
-        top_k=sp.top_k if sp.top_k and sp.top_k > 0 else None,
-        repetition_penalty=sp.repetition_penalty or 1.0,
-        presence_penalty=sp.presence_penalty or 0.0,
-        frequency_penalty=sp.frequency_penalty or 0.0,
-        ngram_size=max(0, sp.no_repeat_ngram_size or 0),
-        stops=(),
+    return SamplingKey.from_request(
+        temperature=sp.temperature, top_p=sp.top_p, top_k=sp.top_k, repetition_penalty=sp.repetition_penalty,
+        presence_penalty=sp.presence_penalty, frequency_penalty=sp.frequency_penalty,
+        ngram_size=sp.no_repeat_ngram_size,
         skip_special_tokens=False,  # the layout answer is made of special tokens (<|box_start|>, ...)
     )
 
