@@ -17,7 +17,7 @@ import typer
 from rich.markup import escape
 
 from mineru_fit.cli.app import err_console
-from mineru_fit.cli.plan_cmd import LevelChoice
+from mineru_fit.cli.options import LevelChoice
 from mineru_fit.cli.serve_run import ServeArgs, run_serve
 from mineru_fit.errors import MineruFitError
 

@@ -15,7 +15,8 @@ from rich.markup import escape
 from mineru_fit.cli.app import app
 from mineru_fit.cli.hardware import resolve_hardware
 from mineru_fit.cli.parse_view import RichObserver, render_summary
-from mineru_fit.cli.plan_cmd import LevelChoice, request_from_flags
+from mineru_fit.cli.options import LevelChoice
+from mineru_fit.cli.plan_cmd import request_from_flags
 from mineru_fit.errors import UsageError
 from mineru_fit.parsing import DEFAULT_DPI, PageSelection, ParseOptions, VlmSetup, choose_tier, parse_documents
 from mineru_fit.planner import PlanReport, make_report

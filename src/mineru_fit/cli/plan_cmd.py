@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import shlex
-from enum import Enum
-from pathlib import Path
 from typing import Optional
 
 import typer
@@ -14,6 +12,11 @@ from rich.console import Console
 from rich.table import Table
 
 from mineru_fit.cli.app import app
+from mineru_fit.cli.options import (
+    Concurrency, DpSize, Dtype, Engine, EngineChoice, Gpu, GpuMemoryUtilization, Gpus, KvCacheDtype,
+    Level, LevelChoice, LoadIn4bit, LoadIn8bit, MaxModelLen, MemFractionStatic, Model, Simulate,
+    TpSize, Vram,
+)
 from mineru_fit.cli.hardware import resolve_hardware
 from mineru_fit.errors import PlanInputError
 from mineru_fit.planner import Hardware, Plan, PlanReport, PlanRequest, make_report
@@ -22,22 +25,6 @@ from mineru_fit.settings import load_settings
 from mineru_fit.units import human
 
 console = Console()
-
-
-class EngineChoice(str, Enum):
-    auto = "auto"
-    builtin = "builtin"
-    sglang = "sglang"
-    vllm = "vllm"
-
-
-class LevelChoice(str, Enum):
-    auto = "auto"
-    none = "none"
-    basic = "basic"
-    aggressive = "aggressive"
-    extreme = "extreme"
-    flash = "flash"
 
 
 def pick_engine(choice: str, hw: Hardware) -> tuple[str, str]:
@@ -136,23 +123,23 @@ def render_profiles(spec, engine: str, model: Optional[str], as_json: bool) -> N
 
 @app.command("plan")
 def plan_command(
-    vram: Optional[float] = typer.Option(None, "--vram", help="Plan for a card of this many GiB (hypothetical)."),
-    gpu: Optional[int] = typer.Option(None, "--gpu", help="Plan for CUDA GPU N on this machine."),
-    simulate: Optional[Path] = typer.Option(None, "--simulate", help="Plan for the GPUs in a recorded snapshot (JSON)."),
-    gpus: Optional[int] = typer.Option(None, "--gpus", min=1, help="How many identical GPUs (with --vram)."),
-    engine: EngineChoice = typer.Option(EngineChoice.auto, "--engine", help="builtin, sglang, vllm or auto."),
-    level: LevelChoice = typer.Option(LevelChoice.auto, "--level", help="Optimisation level, or auto."),
-    concurrency: Optional[int] = typer.Option(None, "--concurrency", help="Requests in flight (default 8)."),
-    max_model_len: Optional[int] = typer.Option(None, "--max-model-len", help="Context length per request."),
-    mem_fraction_static: Optional[float] = typer.Option(None, "--mem-fraction-static", help="Memory share (SGLang's name)."),
-    gpu_memory_utilization: Optional[float] = typer.Option(None, "--gpu-memory-utilization", help="Memory share (vLLM's name)."),
-    load_in_4bit: bool = typer.Option(False, "--load-in-4bit", help="4-bit weights (bitsandbytes NF4)."),
-    load_in_8bit: bool = typer.Option(False, "--load-in-8bit", help="8-bit weights (int8 or fp8 by engine)."),
-    dtype: Optional[str] = typer.Option(None, "--dtype", help="auto, bfloat16, float16 or float32."),
-    kv_cache_dtype: Optional[str] = typer.Option(None, "--kv-cache-dtype", help="auto or fp8 (SGLang/vLLM)."),
-    tp_size: Optional[int] = typer.Option(None, "--tp-size", help="Tensor-parallel GPUs."),
-    dp_size: Optional[int] = typer.Option(None, "--dp-size", help="Data-parallel replicas."),
-    model: Optional[str] = typer.Option(None, "--model", help="Model id or local directory."),
+    vram: Vram = None,
+    gpu: Gpu = None,
+    simulate: Simulate = None,
+    gpus: Gpus = None,
+    engine: Engine = EngineChoice.auto,
+    level: Level = LevelChoice.auto,
+    concurrency: Concurrency = None,
+    max_model_len: MaxModelLen = None,
+    mem_fraction_static: MemFractionStatic = None,
+    gpu_memory_utilization: GpuMemoryUtilization = None,
+    load_in_4bit: LoadIn4bit = False,
+    load_in_8bit: LoadIn8bit = False,
+    dtype: Dtype = None,
+    kv_cache_dtype: KvCacheDtype = None,
+    tp_size: TpSize = None,
+    dp_size: DpSize = None,
+    model: Model = None,
     profiles: bool = typer.Option(False, "--profiles", help="The guide's 8/12/16/24 GB profiles beside the planner's."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:

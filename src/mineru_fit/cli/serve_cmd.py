@@ -14,35 +14,39 @@ from typing import Optional
 import typer
 
 from mineru_fit.cli.app import app
-from mineru_fit.cli.plan_cmd import EngineChoice, LevelChoice
+from mineru_fit.cli.options import (
+    Concurrency, DpSize, DryRun, Dtype, Engine, EngineChoice, Gpu, GpuMemoryUtilization, Gpus,
+    HealthTimeout, KvCacheDtype, Level, LevelChoice, LoadIn4bit, LoadIn8bit, MaxAttempts,
+    MaxModelLen, MemFractionStatic, Model, Simulate, TpSize, Vram,
+)
 from mineru_fit.cli.serve_run import ServeArgs, run_serve
 
 
 @app.command("serve", context_settings={"allow_extra_args": True, "ignore_unknown_options": False})
 def serve_command(
     ctx: typer.Context,
-    engine: EngineChoice = typer.Option(EngineChoice.auto, "--engine", help="sglang, vllm, builtin or auto."),
-    level: LevelChoice = typer.Option(LevelChoice.auto, "--level", help="Optimisation level, or auto."),
-    vram: Optional[float] = typer.Option(None, "--vram", help="Plan for a card of this many GiB."),
-    gpu: Optional[int] = typer.Option(None, "--gpu", help="Plan for CUDA GPU N on this machine."),
-    simulate: Optional[Path] = typer.Option(None, "--simulate", help="Plan for the GPUs in a recorded snapshot."),
-    gpus: Optional[int] = typer.Option(None, "--gpus", min=1, help="How many identical GPUs (with --vram)."),
-    concurrency: Optional[int] = typer.Option(None, "--concurrency", help="Requests in flight (default 8)."),
-    max_model_len: Optional[int] = typer.Option(None, "--max-model-len", help="Context length per request."),
-    mem_fraction_static: Optional[float] = typer.Option(None, "--mem-fraction-static", help="Memory share (SGLang's name)."),
-    gpu_memory_utilization: Optional[float] = typer.Option(None, "--gpu-memory-utilization", help="Memory share (vLLM's name)."),
-    load_in_4bit: bool = typer.Option(False, "--load-in-4bit", help="4-bit weights (bitsandbytes NF4)."),
-    load_in_8bit: bool = typer.Option(False, "--load-in-8bit", help="8-bit weights (int8 or fp8 by engine)."),
-    dtype: Optional[str] = typer.Option(None, "--dtype", help="auto, bfloat16, float16 or float32."),
-    kv_cache_dtype: Optional[str] = typer.Option(None, "--kv-cache-dtype", help="auto or fp8 (SGLang/vLLM)."),
-    tp_size: Optional[int] = typer.Option(None, "--tp-size", help="Tensor-parallel GPUs (the plan is per GPU)."),
-    dp_size: Optional[int] = typer.Option(None, "--dp-size", help="Data-parallel replicas."),
-    model: Optional[str] = typer.Option(None, "--model", help="Model id or local directory."),
+    engine: Engine = EngineChoice.auto,
+    level: Level = LevelChoice.auto,
+    vram: Vram = None,
+    gpu: Gpu = None,
+    simulate: Simulate = None,
+    gpus: Gpus = None,
+    concurrency: Concurrency = None,
+    max_model_len: MaxModelLen = None,
+    mem_fraction_static: MemFractionStatic = None,
+    gpu_memory_utilization: GpuMemoryUtilization = None,
+    load_in_4bit: LoadIn4bit = False,
+    load_in_8bit: LoadIn8bit = False,
+    dtype: Dtype = None,
+    kv_cache_dtype: KvCacheDtype = None,
+    tp_size: TpSize = None,
+    dp_size: DpSize = None,
+    model: Model = None,
     host: Optional[str] = typer.Option(None, "--host", help="Address to bind (default 127.0.0.1)."),
     port: Optional[int] = typer.Option(None, "--port", min=1, max=65535, help="Port (default 30000)."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print the exact command and environment; start nothing."),
-    health_timeout: float = typer.Option(900.0, "--health-timeout", min=1, help="Seconds to wait for /health."),
-    max_attempts: int = typer.Option(3, "--max-attempts", min=1, help="Levels to try when memory runs out."),
+    dry_run: DryRun = False,
+    health_timeout: HealthTimeout = 900.0,
+    max_attempts: MaxAttempts = 3,
     max_batch_size: Optional[int] = typer.Option(None, "--max-batch-size", min=1, help="Built-in engine: batch size."),
     max_image_pixels: Optional[int] = typer.Option(None, "--max-image-pixels", min=1, help="Built-in engine: pixel cap."),
     max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", min=1, help="Built-in engine: output cap."),

@@ -14,7 +14,11 @@ import typer
 from rich.console import Console
 
 from mineru_fit.cli.app import app
-from mineru_fit.cli.plan_cmd import EngineChoice, LevelChoice
+from mineru_fit.cli.options import (
+    Concurrency, DryRun, Dtype, Engine, EngineChoice, Gpu, GpuMemoryUtilization, HealthTimeout,
+    Level, LevelChoice, LoadIn4bit, LoadIn8bit, MaxAttempts, MaxModelLen, MemFractionStatic, Model,
+    Simulate, Vram,
+)
 from mineru_fit.cli.serve_run import ServeArgs
 from mineru_fit.settings import load_settings
 
@@ -40,25 +44,24 @@ def _command(ui: bool, default_port: int) -> Callable[..., None]:
                                               help="Finished jobs are deleted after this (0: never)."),
         server: Optional[str] = typer.Option(None, "--server", help="Use this OpenAI-compatible MinerU2.5 server; "
                                              "start none."),
-        engine: EngineChoice = typer.Option(EngineChoice.auto, "--engine", help="sglang, vllm, builtin or auto."),
-        level: LevelChoice = typer.Option(LevelChoice.auto, "--level", help="Optimisation level (flash: no model)."),
-        model: Optional[str] = typer.Option(None, "--model", help="Model id or local directory."),
-        gpu: Optional[int] = typer.Option(None, "--gpu", help="Run the engine on CUDA GPU N."),
-        vram: Optional[float] = typer.Option(None, "--vram", help="Plan for a card of this many GiB."),
-        simulate: Optional[Path] = typer.Option(None, "--simulate", help="Plan for the GPUs in a recorded snapshot."),
-        concurrency: Optional[int] = typer.Option(None, "--concurrency", help="Requests in flight (the plan's batch)."),
-        max_model_len: Optional[int] = typer.Option(None, "--max-model-len", help="Context length per request."),
-        mem_fraction_static: Optional[float] = typer.Option(None, "--mem-fraction-static", help="Memory share (SGLang)."),
-        gpu_memory_utilization: Optional[float] = typer.Option(None, "--gpu-memory-utilization",
-                                                               help="Memory share (vLLM)."),
-        load_in_4bit: bool = typer.Option(False, "--load-in-4bit", help="4-bit weights."),
-        load_in_8bit: bool = typer.Option(False, "--load-in-8bit", help="8-bit weights."),
-        dtype: Optional[str] = typer.Option(None, "--dtype", help="auto, bfloat16, float16 or float32."),
+        engine: Engine = EngineChoice.auto,
+        level: Level = LevelChoice.auto,
+        model: Model = None,
+        gpu: Gpu = None,
+        vram: Vram = None,
+        simulate: Simulate = None,
+        concurrency: Concurrency = None,
+        max_model_len: MaxModelLen = None,
+        mem_fraction_static: MemFractionStatic = None,
+        gpu_memory_utilization: GpuMemoryUtilization = None,
+        load_in_4bit: LoadIn4bit = False,
+        load_in_8bit: LoadIn8bit = False,
+        dtype: Dtype = None,
         engine_port: Optional[int] = typer.Option(None, "--engine-port", min=1, max=65535,
                                                   help="Port of a SGLang/vLLM engine (default 30000)."),
-        health_timeout: float = typer.Option(900.0, "--health-timeout", min=1, help="Seconds to wait for the engine."),
-        max_attempts: int = typer.Option(3, "--max-attempts", min=1, help="Levels to try when memory runs out."),
-        dry_run: bool = typer.Option(False, "--dry-run", help="Print what would run; start nothing."),
+        health_timeout: HealthTimeout = 900.0,
+        max_attempts: MaxAttempts = 3,
+        dry_run: DryRun = False,
     ) -> None:
         from mineru_fit.cli.service_setup import ServiceArgs, setup_service
 
