@@ -122,7 +122,6 @@ def main() -> None:
             cmd_direct.append(timed([sys.executable, str(script), str(work / f"cdv{round_no}"), *map(str, pdfs)]))
             cmd_ours.append(timed([CLI, "parse", *map(str, pdfs), "--tier", "flash", "--force", "--no-progress",
                                    "-o", str(work / f"cmf{round_no}")]))
-    ratio = timings["all"]["ratio"]
     result = {
         "benchmark": "flash_overhead",
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),

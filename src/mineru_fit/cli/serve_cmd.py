@@ -8,7 +8,6 @@ installed (then for the newest version we support).
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Optional
 
 import typer
