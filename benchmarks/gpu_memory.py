@@ -42,7 +42,8 @@ LAYOUT_SIDE = 1036
 class NvmlPeak:
     """Samples this process's GPU memory (NVML) in a thread; peaks per named phase."""
 
-    def __init__(self, interval_s: float = 0.02) -> None:
+    def __init__(self, gpu_index: int = 0, interval_s: float = 0.02) -> None:
+        self.gpu_index = gpu_index
         self.interval_s = interval_s
         self.phase = "start"
         self.peaks: dict[str, int] = {}
@@ -57,8 +58,8 @@ class NvmlPeak:
             import pynvml
 
             pynvml.nvmlInit()
-            index = int(os.environ.get("MINERU_FIT_BENCH_GPU", "0"))
-            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+            # NVML numbers GPUs as nvidia-smi does; with CUDA_VISIBLE_DEVICES set, pass the NVML index.
+            handle = pynvml.nvmlDeviceGetHandleByIndex(self.gpu_index)
         except Exception as exc:  # no driver, no GPU: the worker still runs, without samples
             self.reason = f"NVML unavailable: {exc}"
             return None
@@ -115,7 +116,8 @@ def _crop_side(max_pixels: int) -> int:
 
 
 def run_worker(level: str, model_dir: str, device: str, pages: int, output_tokens: int) -> dict[str, Any]:
-    sampler = NvmlPeak().start()
+    gpu_index = int(device.split(":")[1]) if device.startswith("cuda:") else 0
+    sampler = NvmlPeak(gpu_index).start()
     import torch
 
     from mineru_fit.cli.hardware import resolve_hardware
@@ -134,7 +136,7 @@ def run_worker(level: str, model_dir: str, device: str, pages: int, output_token
         torch.zeros(1, device=device)  # create the context now, to measure it alone
     context_bytes = sampler.now()
     spec = spec_from_dir(Path(model_dir))
-    hw = resolve_hardware(load_settings(), gpu_index=0 if cuda else None)
+    hw = resolve_hardware(load_settings(), gpu_index=gpu_index if cuda else None)
     report = make_report(spec, hw, PlanRequest(engine="builtin", level=level, model=model_dir))
     plan = report.plan
     options = BuiltinOptions.from_plan(plan, model_dir, device=device, port=0)
