@@ -15,7 +15,7 @@ from PIL import Image, ImageDraw
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from fixtures.servers import free_port, running_builtin  # noqa: E402
+from fixtures.servers import free_port, running_builtin, wait_healthy  # noqa: E402
 from fixtures.tiny_qwen2vl import build_tiny_qwen2vl  # noqa: E402
 
 from mineru_fit.engines.builtin.options import BuiltinOptions  # noqa: E402
@@ -233,7 +233,6 @@ def test_mineru_fit_serve_builtin_runs_the_server_and_announces_it(model_dir: Pa
     import signal
     import subprocess
     import sys
-    import time
 
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MINERU_", "CUDA_"))}
@@ -243,15 +242,7 @@ def test_mineru_fit_serve_builtin_runs_the_server_and_announces_it(model_dir: Pa
                              "--max-new-tokens", "4", "--served-model-name", "tiny"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read() if proc.poll() else "timeout"
-            time.sleep(0.2)
+        wait_healthy(f"http://127.0.0.1:{port}", timeout_s=120, proc=proc)
         body = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions",
                           json=ask("\nText Recognition:", page(200, 100)), timeout=60).json()
         assert body["model"] == "tiny" and body["usage"]["completion_tokens"] <= 4
