@@ -1,7 +1,9 @@
-"""Read a Qwen2-VL config.json and preprocessor_config.json into TextSpec, VisionSpec, ImageSpec.
+"""Read a Qwen2-VL or Qwen2.5-VL config.json and preprocessor_config.json into TextSpec, VisionSpec, ImageSpec.
 
 Both layouts are accepted: flat (text keys at the top, as MinerU2.5-2509 ships) and nested
-(`text_config`, as newer transformers save, e.g. MinerU2.5-Pro-2605).
+(`text_config`, as newer transformers save, e.g. MinerU2.5-Pro-2605). Qwen2.5-VL (the base of
+several MinerU-style forks) shares the language model and the memory equations; only its vision
+blocks differ (RMSNorm, SwiGLU MLP, windowed attention), which the VisionSpec variant records.
 """
 
 from __future__ import annotations
@@ -21,8 +23,13 @@ DEFAULT_MAX_POSITION_EMBEDDINGS = 32768
 # config.json's torch_dtype -> the safetensors dtype name a checkpoint in it would use.
 TORCH_TO_SAFETENSORS_DTYPE = {"bfloat16": "BF16", "float16": "F16", "float32": "F32"}
 
-_QWEN2_VL_MODEL_TYPES = {"qwen2_vl"}
-_QWEN2_VL_ARCHITECTURES = {"Qwen2VLForConditionalGeneration", "Qwen2VLModel"}
+_QWEN2_VL_MODEL_TYPES = {"qwen2_vl": "qwen2_vl", "qwen2_5_vl": "qwen2_5_vl"}
+_QWEN2_VL_ARCHITECTURES = {
+    "Qwen2VLForConditionalGeneration": "qwen2_vl",
+    "Qwen2VLModel": "qwen2_vl",
+    "Qwen2_5_VLForConditionalGeneration": "qwen2_5_vl",
+    "Qwen2_5_VLModel": "qwen2_5_vl",
+}
 _FIX = "point mineru-fit at a MinerU2.5 (Qwen2-VL) model folder, or re-download it with `mineru-fit models download`"
 
 
@@ -34,6 +41,11 @@ class ParsedConfig:
     vision: VisionSpec
     torch_dtype: str  # e.g. "bfloat16"
     nested: bool  # True when the text keys sit under `text_config`
+
+    @property
+    def family(self) -> str:
+        """qwen2_vl or qwen2_5_vl (the vision variant)."""
+        return self.vision.variant
 
     @property
     def safetensors_dtype(self) -> str:
@@ -115,7 +127,7 @@ def read_config(path: Path) -> ParsedConfig:
 def parse_config(data: Mapping[str, Any], *, origin: str = "config.json") -> ParsedConfig:
     """Parse a Qwen2-VL config dict (flat or nested); `origin` names it in errors."""
     top = _Reader(data, origin)
-    _require_qwen2_vl(top)
+    family = _require_qwen2_vl(top)
     nested = isinstance(data.get("text_config"), dict)
     if data.get("text_config") is not None and not nested:
         raise top.fail(f"'text_config' is {data['text_config']!r}, expected an object")
@@ -124,22 +136,26 @@ def parse_config(data: Mapping[str, Any], *, origin: str = "config.json") -> Par
     vision_data = data.get("vision_config")
     if not isinstance(vision_data, dict):
         raise top.fail("missing object 'vision_config'" if vision_data is None else "'vision_config' is not an object")
-    vision = _parse_vision(_Reader(vision_data, origin, " in vision_config"))
+    vision = _parse_vision(_Reader(vision_data, origin, " in vision_config"), family)
     dtype = data.get("torch_dtype") or data.get("dtype") or (text_data.get("torch_dtype") if nested else None)
     dtype = dtype if isinstance(dtype, str) and dtype in TORCH_TO_SAFETENSORS_DTYPE else "bfloat16"
     return ParsedConfig(text=text, vision=vision, torch_dtype=dtype, nested=nested)
 
 
-def _require_qwen2_vl(top: _Reader) -> None:
+def _require_qwen2_vl(top: _Reader) -> str:
+    """The family (qwen2_vl or qwen2_5_vl) this config declares, or one clear error."""
     model_type = top.data.get("model_type")
     architectures = top.data.get("architectures")
-    names = {a for a in architectures if isinstance(a, str)} if isinstance(architectures, list) else set()
-    if (isinstance(model_type, str) and model_type in _QWEN2_VL_MODEL_TYPES) or names & _QWEN2_VL_ARCHITECTURES:
-        return
+    names = [a for a in architectures if isinstance(a, str)] if isinstance(architectures, list) else []
+    if isinstance(model_type, str) and model_type in _QWEN2_VL_MODEL_TYPES:
+        return _QWEN2_VL_MODEL_TYPES[model_type]
+    for name in names:
+        if name in _QWEN2_VL_ARCHITECTURES:
+            return _QWEN2_VL_ARCHITECTURES[name]
     found = f"model_type {model_type!r}" if model_type is not None else "no model_type"
     raise ModelSpecError(
-        f"{top.origin}: {found} is not a Qwen2-VL (expected 'qwen2_vl') — mineru-fit plans MinerU2.5 "
-        "checkpoints only; point it at a MinerU2.5 model folder"
+        f"{top.origin}: {found} is not a Qwen2-VL (expected 'qwen2_vl' or 'qwen2_5_vl') — mineru-fit plans "
+        "MinerU2.5 and other Qwen2-VL-family checkpoints only; point it at such a model folder"
     )
 
 
@@ -170,7 +186,7 @@ def _parse_text(r: _Reader, top: _Reader) -> TextSpec:
     )
 
 
-def _parse_vision(r: _Reader) -> VisionSpec:
+def _parse_vision(r: _Reader, family: str = "qwen2_vl") -> VisionSpec:
     if r.has("embed_dim") or not r.has("out_hidden_size"):
         # Qwen2-VL naming (and the aliases its transformers config maps): hidden_size is the
         # merger's output, i.e. the language model's width.
@@ -198,6 +214,7 @@ def _parse_vision(r: _Reader) -> VisionSpec:
         spatial_merge_size=r.get_int("spatial_merge_size", default=2),
         in_channels=r.get_int("in_channels", "in_chans", default=3),
         out_hidden_size=out,
+        variant=family,
     )
 
 

@@ -1,7 +1,7 @@
-"""The tensor list of a Qwen2-VL from its config alone, for when no safetensors header exists.
+"""The tensor list of a Qwen2-VL (or Qwen2.5-VL) from its config alone, for when no safetensors header exists.
 
-Mirrors the modules transformers' Qwen2VLForConditionalGeneration creates; a test compares
-the two for several configs, and against the headers save_pretrained writes.
+Mirrors the modules transformers' Qwen2VLForConditionalGeneration (and Qwen2_5_VLForConditionalGeneration)
+creates; a test compares the two for several configs, and against the headers save_pretrained writes.
 """
 
 from __future__ import annotations
@@ -45,20 +45,32 @@ def _layer_norm(name: str, dim: int) -> Shapes:
     yield f"{name}.bias", (dim,)
 
 
+def _rms_norm(name: str, dim: int) -> Shapes:
+    yield f"{name}.weight", (dim,)
+
+
 def _vision(v: VisionSpec, prefix: str) -> Shapes:
     e = v.embed_dim
     yield f"{prefix}patch_embed.proj.weight", (e, v.in_channels, v.temporal_patch_size, v.patch_size, v.patch_size)
-    mlp = int(e * v.mlp_ratio)
+    mlp = v.intermediate_size
+    swiglu = v.variant == "qwen2_5_vl"
+    # Qwen2-VL's blocks use LayerNorm (weight and bias); Qwen2.5-VL's use RMSNorm (weight only).
+    norm = _rms_norm if swiglu else _layer_norm
     for i in range(v.depth):
         block = f"{prefix}blocks.{i}"
-        yield from _layer_norm(f"{block}.norm1", e)
-        yield from _layer_norm(f"{block}.norm2", e)
+        yield from norm(f"{block}.norm1", e)
+        yield from norm(f"{block}.norm2", e)
         yield from _linear(f"{block}.attn.qkv", 3 * e, e)
         yield from _linear(f"{block}.attn.proj", e, e)
-        yield from _linear(f"{block}.mlp.fc1", mlp, e)
-        yield from _linear(f"{block}.mlp.fc2", e, mlp)
+        if swiglu:
+            yield from _linear(f"{block}.mlp.gate_proj", mlp, e)
+            yield from _linear(f"{block}.mlp.up_proj", mlp, e)
+            yield from _linear(f"{block}.mlp.down_proj", e, mlp)
+        else:
+            yield from _linear(f"{block}.mlp.fc1", mlp, e)
+            yield from _linear(f"{block}.mlp.fc2", e, mlp)
     merged = e * v.spatial_merge_size**2  # merge×merge neighbouring patches are concatenated
-    yield from _layer_norm(f"{prefix}merger.ln_q", e)
+    yield from norm(f"{prefix}merger.ln_q", e)
     yield from _linear(f"{prefix}merger.mlp.0", merged, merged)
     yield from _linear(f"{prefix}merger.mlp.2", v.out_hidden_size, merged)
 

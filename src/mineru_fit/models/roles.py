@@ -15,7 +15,8 @@ Part = Literal["vision", "merger", "text", "embedding", "lm_head", "other"]
 
 _VISION_PREFIXES = ("visual.", "model.visual.")
 _TEXT_LINEARS = frozenset({"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"})
-_VISION_LINEARS = frozenset({"qkv", "proj", "fc1", "fc2"})
+# Qwen2-VL's vision MLP is fc1/fc2; Qwen2.5-VL's is the SwiGLU gate_proj/up_proj/down_proj.
+_VISION_LINEARS = frozenset({"qkv", "proj", "fc1", "fc2", "gate_proj", "up_proj", "down_proj"})
 _NORMS = frozenset({"norm", "norm1", "norm2", "ln_q", "input_layernorm", "post_attention_layernorm"})
 
 

@@ -72,6 +72,14 @@ class VisionSpec:
     spatial_merge_size: int
     in_channels: int
     out_hidden_size: int
+    # "qwen2_vl": LayerNorm + fc1/GELU/fc2 blocks (Qwen2-VL, MinerU2.5); "qwen2_5_vl": RMSNorm +
+    # gate/up/down SwiGLU blocks with windowed attention (Qwen2.5-VL). Same tensor roles, other names.
+    variant: str = "qwen2_vl"
+
+    @property
+    def intermediate_size(self) -> int:
+        """Width of one block's MLP (4 × embed for Qwen2-VL, 3420 for Qwen2.5-VL's 1280)."""
+        return int(round(self.embed_dim * self.mlp_ratio))
 
     @property
     def pixels_per_patch(self) -> int:
