@@ -40,7 +40,7 @@ def test_sglang_extreme_on_an_8_gib_card(spec):
     assert cmd.flag_version == "0.5.10"
     assert list(cmd.argv) == LAUNCHER + [
         "--model-path", MODEL, "--host", "127.0.0.1", "--port", "30000", "--dtype", "bfloat16",
-        "--context-length", "2048", "--mem-fraction-static", "0.11", "--max-total-tokens", "2048",
+        "--context-length", "2048", "--mem-fraction-static", "0.12", "--max-total-tokens", "2048",
         "--max-running-requests", "1", "--chunked-prefill-size", "2048", "--quantization", "bitsandbytes",
         "--load-format", "bitsandbytes", "--kv-cache-dtype", "fp8_e5m2", "--disable-cuda-graph",
         "--enable-metrics", "--disable-piecewise-cuda-graph",
@@ -52,7 +52,7 @@ def test_sglang_basic_pins_kv_tokens_and_graph_batch(spec):
     cmd = command(plans(spec, "sglang", 8)["basic"])
     assert list(cmd.argv) == LAUNCHER + [
         "--model-path", MODEL, "--host", "127.0.0.1", "--port", "30000", "--dtype", "bfloat16",
-        "--context-length", "8192", "--mem-fraction-static", "0.38", "--max-total-tokens", "65536",
+        "--context-length", "8192", "--mem-fraction-static", "0.4", "--max-total-tokens", "65536",
         "--max-running-requests", "8", "--chunked-prefill-size", "2080", "--cuda-graph-max-bs", "8",
         "--enable-metrics",
     ]
@@ -64,9 +64,9 @@ def test_vllm_basic_on_a_24_gib_card(spec):
     assert cmd.flag_version == "0.26.0"
     assert list(cmd.argv) == LAUNCHER + [
         MODEL, "--host", "127.0.0.1", "--port", "30000", "--dtype", "bfloat16", "--max-model-len", "8192",
-        "--gpu-memory-utilization", "0.18", "--kv-cache-memory-bytes", "805306368", "--max-num-seqs", "8",
+        "--gpu-memory-utilization", "0.16", "--kv-cache-memory-bytes", "805306368", "--max-num-seqs", "8",
         "--max-num-batched-tokens", "2080", "--max-cudagraph-capture-size", "8",
-        "--limit-mm-per-prompt", '{"image": 1}', "--mm-processor-kwargs", '{"max_pixels": 1605632}',
+        "--limit-mm-per-prompt", '{"image": 1, "video": 0}', "--mm-processor-kwargs", '{"max_pixels": 1605632}',
         "--logits-processors", LOGITS_PROCESSOR,
     ]
     assert dict(cmd.env) == {}

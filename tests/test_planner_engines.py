@@ -7,6 +7,7 @@ import pytest
 from mineru_fit.models import default_spec
 from mineru_fit.planner import Hardware, PlanRequest, make_report
 from mineru_fit.planner import constants as C
+from mineru_fit.planner.calibration import cuda_context_bytes
 from mineru_fit.units import GIB
 
 
@@ -28,8 +29,10 @@ def test_guide_sglang_command_on_an_8gb_card(spec):
     req = PlanRequest(engine="sglang", level="none", mem_fraction_static=0.3, load_in_4bit=True, max_model_len=2048)
     plan = make_report(spec, hw, req).plan
     assert plan.weight_format == "nf4" and plan.max_model_len == 2048 and plan.memory_fraction == 0.3
-    # SGLang's rule: KV pool = mfs × free − weights (− what else loads into the pool).
-    pool = 0.3 * hw.free_bytes - plan.terms["weights"] - C.SGLANG_POOL_SLACK_BYTES
+    # SGLang's rule: KV pool = mfs × (free once its CUDA context exists) − weights (− what else
+    # loads into the pool); model_runner.profile_max_num_token.
+    free_at_start = hw.free_bytes - cuda_context_bytes(hw.name)[0]
+    pool = int(0.3 * free_at_start) - plan.terms["weights"] - C.SGLANG_POOL_SLACK_BYTES
     per_token = 12288  # level none keeps the KV in bf16
     assert plan.kv_cache_tokens == int(pool // per_token)
     assert "--mem-fraction-static" in plan.argv and plan.argv[plan.argv.index("--mem-fraction-static") + 1] == "0.3"
@@ -60,7 +63,10 @@ def test_vllm_pins_kv_bytes_and_the_utilisation_covers_the_plan(spec):
     argv = plan.argv
     assert int(argv[argv.index("--kv-cache-memory-bytes") + 1]) == plan.terms["kv_cache"]
     assert plan.kv_cache_tokens == plan.batch_size * plan.max_model_len
-    assert plan.memory_fraction * 24 * GIB >= plan.predicted_peak_bytes
+    # vLLM's budget (utilisation × total) holds everything but its CUDA context, which it
+    # measures before the budget starts (gpu_worker.py / memory_profiling).
+    context = cuda_context_bytes(plan.device.name)[0]
+    assert plan.memory_fraction * 24 * GIB >= plan.predicted_peak_bytes - context
 
 
 def test_builtin_static_kv_holds_every_request_of_the_batch(spec):

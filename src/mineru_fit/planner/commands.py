@@ -99,8 +99,10 @@ def vllm_command(model: str, host: str, port: int, r: Resolved, s: Sizing,
     elif r.sized_kv:
         # Graphs for batch sizes the plan never runs are memory for nothing (the plan counts graph_bs).
         argv += ["--max-cudagraph-capture-size", str(r.graph_bs)]
+    # No video: V1 profiles the modality with the largest item, and an unlimited video (default 999)
+    # would be profiled at up to 14 frames, ~7× a page's vision activations (engine_memory.py).
     argv += [
-        "--limit-mm-per-prompt", json.dumps({"image": 1}),
+        "--limit-mm-per-prompt", json.dumps({"image": 1, "video": 0}),
         "--mm-processor-kwargs", json.dumps({"max_pixels": r.context.max_image_pixels}),
     ]
     if r.tp_size > 1:

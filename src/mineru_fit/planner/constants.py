@@ -54,10 +54,39 @@ CUDA_CONTEXT_BYTES = 512 * MIB
 # SGLang reserves 512 MiB for "constant metadata" in its own default heuristic
 # (server_args._handle_gpu_memory_settings).
 SGLANG_METADATA_BYTES = 512 * MIB
-# vLLM: NCCL, sampler and other non-torch memory beyond the context. ESTIMATE.
-VLLM_NON_TORCH_BYTES = 256 * MIB
+# vLLM's "non-torch forward increase": memory outside torch's allocator that appears after the
+# worker started (cuBLAS workspaces, attention-backend buffers). The CUDA context itself is in
+# vLLM's baseline and not counted. ESTIMATE: public single-GPU V1 logs show 0.02–0.07 GiB.
+VLLM_NON_TORCH_BYTES = 96 * MIB
+# With tensor parallelism NCCL adds its buffers: V0 logs with TP 2–4 show 0.20–0.25 GiB. ESTIMATE.
+VLLM_NCCL_BYTES = 256 * MIB
 # What SGLang loads into the static pool besides weights (rotary caches, buffers). ESTIMATE.
 SGLANG_POOL_SLACK_BYTES = 64 * MIB
+
+# --- the engines' own accounting (engine_memory.py; rules per version in engine_versions.py) ------
+# The engine versions a plan assumes when none is installed: the newest each engine table holds
+# (src/mineru_fit/engines/data/*.json).
+DEFAULT_VLLM_VERSION = "0.26.0"
+DEFAULT_SGLANG_VERSION = "0.5.5"
+# vLLM keeps Qwen2-VL's M-RoPE cos/sin cache for 4 × max_position_embeddings positions
+# (rotary_embedding/mrope.py, 0.10.1.1); SGLang for 1 × (layers/rotary_embedding.py, 0.5.5).
+VLLM_MROPE_CACHE_COPIES = 4
+SGLANG_MROPE_CACHE_COPIES = 1
+# vLLM allocates KV in blocks of 16 tokens (cache_config block_size default).
+VLLM_BLOCK_TOKENS = 16
+# Largest batch vLLM V1 captures in a CUDA graph by default (512 in 0.9–0.10 and ≥ 0.2x).
+VLLM_MAX_CAPTURE_SIZE = 512
+# vLLM's graph pool: the larger of a floor and, per layer, the hidden states of the largest captured
+# batch. ESTIMATE fitted to logged captures: MinerU2.5 (24×896) 0.23–0.27 GiB, Qwen2.5-VL-7B
+# (28×3584) 0.51–0.53 GiB, a 32×4096 LLaVA 0.67 GiB (docs/memory-model.md).
+VLLM_GRAPH_MIN_BYTES = 276 * MIB
+VLLM_GRAPH_BYTES_PER_HIDDEN = 11
+# Memory SGLang's loader leaves allocated beyond the weights ("mem usage" at load end). ESTIMATE: 0.
+SGLANG_LOAD_EXTRA_BYTES = 0
+# Vision tower activation per patch and layer inside vLLM's profile run, in widths of embed_dim at the
+# compute dtype (pixel values counted apart). CALIBRATED on public logs (benchmarks/planner_vs_logs.py
+# --fit): see docs/memory-model.md for the logs, the fit and the held-out check.
+ENGINE_VISION_ACT_WIDTHS = {"qwen2_vl": 13.5, "qwen2_5_vl": 13.5}
 
 # --- CUDA graphs --------------------------------------------------------------------------
 # SGLang reserves 2 MiB per captured batch size in its own heuristic; we use the same for vLLM.

@@ -6,6 +6,9 @@
   activations and CUDA graphs live in the rest.
 - vLLM: reserves gpu_memory_utilization × total memory, refuses to start when less is free,
   and gives KV what its profile run leaves (or exactly --kv-cache-memory-bytes).
+
+The SGLang and vLLM terms come from engine_memory.py, each engine's own accounting for the
+version the plan assumes (constants.DEFAULT_*_VERSION; rules in engine_versions.py).
 """
 
 from __future__ import annotations
@@ -16,12 +19,14 @@ from typing import Optional
 
 from mineru_fit.models.spec import ModelSpec
 from mineru_fit.planner import constants as C
+from mineru_fit.planner import engine_memory as E
 from mineru_fit.planner.calibration import cuda_context_bytes
+from mineru_fit.planner.engine_versions import sglang_rules, vllm_rules
 from mineru_fit.planner import terms as T
 from mineru_fit.planner.inputs import Hardware
 from mineru_fit.planner.levels import Level, Quant
 from mineru_fit.planner.workload import ContextSplit
-from mineru_fit.units import gib
+from mineru_fit.units import MIB, gib
 
 
 @dataclass(frozen=True)
@@ -132,16 +137,9 @@ def size_builtin(spec: ModelSpec, hw: Hardware, r: Resolved) -> Sizing:
 
 
 def sglang_default_fraction(total_bytes: int, chunk_tokens: int, graph_bs: int) -> float:
-    """SGLang's own default mem_fraction_static for a card of this size (newer releases)."""
-    reserved_mib = (
-        C.SGLANG_RESERVED_BASE_MIB
-        + C.SGLANG_RESERVED_MIB_PER_CHUNK_TOKEN * max(chunk_tokens, 2048)
-        + graph_bs * (C.CUDA_GRAPH_BYTES_PER_BS / 2**20)
-    )
-    reserved = int(reserved_mib * 2**20)
-    if total_bytes > C.SGLANG_LARGE_CARD_BYTES:
-        reserved = max(reserved, C.SGLANG_LARGE_CARD_MIN_RESERVED_BYTES)
-    return round(max(0.05, (total_bytes - reserved) / total_bytes), 3)
+    """SGLang's own default mem_fraction_static for a card of this size (the version the plan assumes)."""
+    rules = sglang_rules(C.DEFAULT_SGLANG_VERSION)
+    return E.sglang_default_fraction(rules, total_bytes / MIB, 1, chunk_tokens, graph_bs)
 
 
 def _engine_activations(spec: ModelSpec, r: Resolved, running: int) -> int:
@@ -155,37 +153,47 @@ def _engine_activations(spec: ModelSpec, r: Resolved, running: int) -> int:
     return act
 
 
-def _engine_weights(spec: ModelSpec, r: Resolved) -> int:
-    # vLLM hands its quantization config to Qwen2-VL's vision tower too (it drops it only for
-    # GPTQ/AWQ checkpoints, which leave the tower unquantized); in-flight bitsandbytes quantizes
-    # without double quantization.
-    return T.weights_bytes(spec, r.dtype, r.quant, quantize_vision=True, double_quant=False)
-
-
 def size_sglang(spec: ModelSpec, hw: Hardware, r: Resolved) -> Sizing:
-    weights = math.ceil(_engine_weights(spec, r) / r.tp_size)
+    """SGLang: a pool of mem_fraction_static × (free memory once the CUDA context exists) holds
+    weights and KV (engine_memory.sglang_memory); activations and graphs live beside it."""
+    rules = sglang_rules(C.DEFAULT_SGLANG_VERSION)
+    context = cuda_context_bytes(hw.name)[0]
+    free_at_start = max(0, hw.free_bytes - context)  # SGLang measures free memory after CUDA init
     per_token = T.kv_bytes_per_token(spec, r.kv_dtype_bytes, r.tp_size)
+    base = E.sglang_memory(spec, rules, free_at_start_bytes=free_at_start, fraction=1.0,
+                           dtype_bytes=r.act_bytes, kv_dtype_bytes=r.kv_dtype_bytes, quant=r.quant,
+                           tp_size=r.tp_size, chunk_tokens=r.chunk_tokens,
+                           max_image_tokens=r.context.max_image_tokens, cuda_graphs=r.cuda_graphs,
+                           graph_bs=r.graph_bs)
+    weights = base.weights
     act = _engine_activations(spec, r, r.batch)
     graphs = T.cuda_graph_bytes(r.graph_bs) if r.cuda_graphs else 0
-    runtime = cuda_context_bytes(hw.name)[0] + C.SGLANG_METADATA_BYTES + C.SGLANG_POOL_SLACK_BYTES
+    runtime = context + C.SGLANG_METADATA_BYTES + C.SGLANG_POOL_SLACK_BYTES
     margin = T.allocator_margin_bytes(act + graphs)
-    free = hw.free_bytes
+    free = max(1, free_at_start)
     problems: list[str] = []
+
+    def pool(fraction: float) -> int:
+        return int(fraction * free_at_start) - weights - C.SGLANG_POOL_SLACK_BYTES
+
     if r.sized_kv:
         wanted = r.batch * r.context.max_model_len
         if r.user_fraction is not None:
             fraction = r.user_fraction
-            pool = int(fraction * free) - weights - C.SGLANG_POOL_SLACK_BYTES
-            kv_tokens = min(wanted, max(0, pool) // per_token)
+            kv_tokens = min(wanted, max(0, pool(fraction)) // per_token)
         else:
             kv_tokens = wanted
             fraction = fraction_up((weights + kv_tokens * per_token + C.SGLANG_POOL_SLACK_BYTES) / free)
         kv = kv_tokens * per_token
     else:
-        fraction = r.user_fraction or sglang_default_fraction(hw.total_bytes, r.chunk_tokens, r.graph_bs)
-        pool = int(fraction * free) - weights - C.SGLANG_POOL_SLACK_BYTES
-        kv_tokens = max(0, pool) // per_token
-        kv = max(0, pool)
+        if r.user_fraction is not None:
+            fraction = r.user_fraction
+        else:
+            default = sglang_default_fraction(hw.total_bytes, r.chunk_tokens, r.graph_bs)
+            # SGLang shrinks its own default for a multimodal model (version-dependent rule).
+            fraction = round(E.sglang_vlm_fraction(rules, default, False, spec), 3)
+        kv = max(0, pool(fraction))
+        kv_tokens = kv // per_token
     needed = fraction_up((weights + r.context.max_model_len * per_token + C.SGLANG_POOL_SLACK_BYTES) / free)
     short = _kv_short(kv_tokens, r, f"--mem-fraction-static {needed} or more")
     if short:
@@ -195,35 +203,54 @@ def size_sglang(spec: ModelSpec, hw: Hardware, r: Resolved) -> Sizing:
 
 
 def size_vllm(spec: ModelSpec, hw: Hardware, r: Resolved) -> Sizing:
-    weights = math.ceil(_engine_weights(spec, r) / r.tp_size)
+    """vLLM: gpu_memory_utilization × total holds weights, the profiled activation peak, non-torch
+    memory and KV (and, from 0.21, the CUDA graphs); the CUDA context sits outside it
+    (engine_memory.vllm_memory, rules of the vLLM version the plan assumes)."""
+    rules = vllm_rules(C.DEFAULT_VLLM_VERSION)
+    context = cuda_context_bytes(hw.name)[0]
     per_token = T.kv_bytes_per_token(spec, r.kv_dtype_bytes, r.tp_size)
-    act = _engine_activations(spec, r, r.batch)
-    graphs = T.cuda_graph_bytes(r.graph_bs) if r.cuda_graphs else 0
-    runtime = cuda_context_bytes(hw.name)[0] + C.VLLM_NON_TORCH_BYTES
+    capture = min(C.VLLM_MAX_CAPTURE_SIZE, max(1, r.graph_bs))
+
+    def engine(utilization: float, kv_bytes: Optional[int] = None) -> E.EngineMemory:
+        # The plan's command allows one image and no video per prompt, so the profile runs an image.
+        return E.vllm_memory(
+            spec, rules, total_bytes=hw.total_bytes, utilization=utilization,
+            max_model_len=r.context.max_model_len, max_num_batched_tokens=r.chunk_tokens,
+            max_num_seqs=r.batch, max_pixels=r.context.max_image_pixels, video_profiled=False,
+            dtype_bytes=r.act_bytes, kv_dtype_bytes=r.kv_dtype_bytes, quant=r.quant, tp_size=r.tp_size,
+            cuda_graphs=r.cuda_graphs, capture_size=capture, kv_cache_memory_bytes=kv_bytes,
+        )
+
+    probe = engine(1.0)
+    weights, act, non_torch = probe.weights, probe.activations, probe.non_torch
+    graphs = probe.cuda_graphs
+    in_budget = non_torch + (graphs if rules.graphs_in_budget else 0)
+    runtime = context + non_torch
     margin = T.allocator_margin_bytes(act + graphs)
-    non_kv = weights + act + graphs + runtime
     problems: list[str] = []
     if r.sized_kv and r.user_fraction is None:
         kv_tokens = r.batch * r.context.max_model_len
         kv = kv_tokens * per_token
-        fraction = fraction_up((non_kv + kv + margin) / hw.total_bytes)
+        fraction = fraction_up((weights + act + in_budget + kv + margin) / hw.total_bytes)
     else:
         fraction = r.user_fraction or C.VLLM_DEFAULT_GPU_MEMORY_UTILIZATION
-        room = int(fraction * hw.total_bytes) - non_kv
-        kv_tokens = max(0, room) // per_token
+        mem = engine(fraction)
+        kv_tokens = mem.kv_tokens
         if r.sized_kv:
             kv_tokens = min(kv_tokens, r.batch * r.context.max_model_len)
             kv = kv_tokens * per_token
         else:
-            kv = max(0, room)
+            kv = max(0, mem.kv_cache)
     requested = int(fraction * hw.total_bytes)
-    if requested > hw.free_bytes:
+    free_after_context = hw.free_bytes - context
+    if requested > free_after_context:
         problems.append(
             f"vLLM refuses to start: it asks for {fraction} × {gib(hw.total_bytes)} = {gib(requested)} "
-            f"but only {gib(hw.free_bytes)} is free — lower --gpu-memory-utilization to "
-            f"{math.floor(hw.free_bytes / hw.total_bytes * 100) / 100} or free the GPU"
+            f"but only {gib(max(0, free_after_context))} is free once its CUDA context exists — lower "
+            f"--gpu-memory-utilization to {math.floor(max(0, free_after_context) / hw.total_bytes * 100) / 100} "
+            f"or free the GPU"
         )
-    needed = fraction_up((non_kv + r.context.max_model_len * per_token) / hw.total_bytes)
+    needed = fraction_up((weights + act + in_budget + r.context.max_model_len * per_token) / hw.total_bytes)
     short = _kv_short(kv_tokens, r, f"--gpu-memory-utilization {needed} or more")
     if short:
         problems.append(short)
