@@ -1,0 +1,89 @@
+"""The planner against public engine startup logs (tests/data/engine_logs): the issue's must-holds."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import planner_vs_logs as bench  # noqa: E402
+
+from mineru_fit.planner.logbench import summarize  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def records():
+    return bench.load_records()
+
+
+@pytest.fixture(scope="module")
+def results(records):
+    return bench.run(records)
+
+
+def test_every_record_names_its_public_source_and_quotes_the_log(records):
+    assert len(records) >= 14
+    for r in records:
+        s = r.source
+        assert (s.repo and s.path) or s.url or s.issue or s.index_id, r.id
+        assert r.excerpt and all(line.strip() for line in r.excerpt), r.id
+        # The figures compared are printed in the quoted lines, not typed in from elsewhere.
+        text = "\n".join(r.excerpt)
+        if r.logged.weights_gib is not None:
+            assert str(r.logged.weights_gib).rstrip("0") in text, r.id
+        if r.logged.kv_tokens is not None:
+            assert f"{r.logged.kv_tokens:,}" in text, r.id
+        assert r.full_figures == (r.exclusion is None), r.id
+
+
+def test_full_figure_records_know_every_input_and_say_how(records):
+    full = [r for r in records if r.full_figures]
+    assert full
+    for r in full:
+        inputs = r.inputs.model_dump()
+        for key in ("total_gib", "gpu_memory_utilization", "max_model_len", "max_num_batched_tokens",
+                    "max_num_seqs", "video_profiled"):
+            assert inputs[key] is not None, (r.id, key)
+        for key in ("total_gib", "gpu_memory_utilization", "max_model_len", "max_num_batched_tokens"):
+            assert key in r.reliability, (r.id, key)
+        assert r.engine_version != "unknown"
+
+
+def test_weights_within_one_percent_of_every_logged_load(results):
+    checked = [c for c in results if c.weights_error is not None]
+    assert len(checked) >= 10
+    worst = max(checked, key=lambda c: abs(c.weights_error))
+    assert abs(worst.weights_error) <= 0.01, worst
+
+
+def test_every_logged_memory_failure_is_predicted_not_to_fit(results):
+    failed = [c for c in results if c.logged_failed]
+    assert len(failed) >= 4
+    assert all(c.predicted_fits is False for c in failed), [c.id for c in failed if c.predicted_fits is not False]
+
+
+def test_no_prediction_above_a_logged_kv_cache(results):
+    # An over-prediction is an OOM for a user: never more than 3% above what the engine logged.
+    for c in results:
+        for err, logged in ((c.kv_tokens_error, c.logged_kv_tokens), (c.kv_gib_error, c.logged_kv_gib)):
+            if err is not None and logged and logged > 0:
+                assert err <= 0.03, (c.id, err)
+
+
+def test_kv_tokens_within_two_percent_on_the_full_figure_records(results):
+    summary = summarize(results)
+    vllm = summary["by_engine"]["vllm"]
+    assert vllm["full_figure_records"] >= 2
+    assert vllm["kv_tokens_mape"] is not None and vllm["kv_tokens_mape"] <= 0.02
+
+
+def test_committed_results_are_this_code_and_these_logs(records, results):
+    committed = json.loads((ROOT / "benchmarks" / "results" / "planner_vs_logs.json").read_text())
+    fresh = bench.report(records, results)
+    assert committed["summary"] == json.loads(json.dumps(fresh["summary"]))
+    assert [row["id"] for row in committed["per_log"]] == [c.id for c in results]
