@@ -50,17 +50,20 @@ def run(records: list[LogRecord]) -> list[Comparison]:
 
 
 def fit_vision_widths(records: list[LogRecord], grid: list[float]) -> list[dict]:
-    """KV-token errors of the fit split's full-figure records for each vision width (one width for
-    both vision variants: too few logs to fit them apart)."""
+    """Per engine mode, the KV errors of the fit split's records with a prediction for each vision
+    width (one width for both vision variants: too few logs to fit them apart)."""
     rows = []
-    fit = [r for r in records if r.split == "fit" and r.full_figures]
+    fit = [r for r in records if r.split == "fit"]
     saved = dict(C.ENGINE_VISION_ACT_WIDTHS)
     try:
         for width in grid:
             C.ENGINE_VISION_ACT_WIDTHS.update({k: width for k in saved})
-            errors = [c.kv_tokens_error for c in run(fit) if c.kv_tokens_error is not None]
-            rows.append({"width": width, "kv_tokens_errors": errors,
-                         "max_over": max(errors, default=None)})
+            row: dict = {"width": width}
+            for c, r in zip(run(fit), fit):
+                err = c.kv_tokens_error if c.kv_tokens_error is not None else c.kv_gib_error
+                if err is not None or c.logged_failed:
+                    row[c.id] = {"kv_error": err, "fits": c.predicted_fits, "memory_failure": c.logged_failed}
+            rows.append(row)
     finally:
         C.ENGINE_VISION_ACT_WIDTHS.clear()
         C.ENGINE_VISION_ACT_WIDTHS.update(saved)

@@ -83,10 +83,12 @@ VLLM_GRAPH_MIN_BYTES = 276 * MIB
 VLLM_GRAPH_BYTES_PER_HIDDEN = 11
 # Memory SGLang's loader leaves allocated beyond the weights ("mem usage" at load end). ESTIMATE: 0.
 SGLANG_LOAD_EXTRA_BYTES = 0
-# Vision tower activation per patch and layer inside vLLM's profile run, in widths of embed_dim at the
-# compute dtype (pixel values counted apart). CALIBRATED on public logs (benchmarks/planner_vs_logs.py
-# --fit): see docs/memory-model.md for the logs, the fit and the held-out check.
-ENGINE_VISION_ACT_WIDTHS = {"qwen2_vl": 13.5, "qwen2_5_vl": 13.5}
+# Vision tower activation per patch inside vLLM's profile run, in widths of embed_dim at the compute
+# dtype (the float32 pixel values counted apart), per engine (V1 / V0). CALIBRATED on public logs
+# (benchmarks/planner_vs_logs.py --fit): V1 on Qwen2.5-VL-7B / vLLM 0.9.0.1 / L4 (13.4 implied),
+# held out on vLLM 0.23.0 / A100 (12.4 implied); V0 on the one V0 log with a multi-image profile
+# (Lingshu-7B, 16.1 implied), no hold-out. docs/memory-model.md gives the logs and the spread.
+ENGINE_VISION_ACT_WIDTHS = {"v1": 13.5, "v0": 16.5}
 
 # --- CUDA graphs --------------------------------------------------------------------------
 # SGLang reserves 2 MiB per captured batch size in its own heuristic; we use the same for vLLM.

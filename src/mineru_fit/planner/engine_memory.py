@@ -69,16 +69,22 @@ def image_grid_tokens(spec: ModelSpec, max_pixels: int) -> int:
 
 def vllm_profile_encoder_tokens(spec: ModelSpec, rules: VllmRules, max_model_len: int,
                                 max_pixels: int, video: bool, budget_tokens: int,
-                                max_num_seqs: int) -> int:
-    """LLM tokens of the dummy images or video V1's profile run pushes through the vision tower.
+                                max_num_seqs: int, images_per_prompt: int = 1) -> int:
+    """LLM tokens of the dummy images or video the profile run pushes through the vision tower at once.
 
     V1 profiles the modality whose largest item has the most tokens (gpu_model_runner.py
     profile_run; v1/worker/utils.py MultiModalBudget, 0.10.1.1–0.11.0), with as many items as
     the encoder budget max(max_num_batched_tokens, largest item) holds. Qwen2-VL's largest video
     is as many frame pairs of the largest image as max_model_len allows (qwen2_vl.py
     get_num_frames_with_most_features), minus one largest image up to 0.10.
+    V0 (worker/model_runner.py profile_run) builds max(1, budget // tokens per prompt) dummy
+    sequences, each with the prompt's limit of images, which one vision call encodes together.
     """
     image = image_grid_tokens(spec, max_pixels)
+    if rules.engine == "v0":
+        per_prompt = images_per_prompt * image
+        sequences = max(1, min(max_num_seqs, budget_tokens // per_prompt))
+        return sequences * per_prompt
     tokens = image
     if video:
         room = max_model_len - (image if rules.video_minus_image else 0)
@@ -93,14 +99,14 @@ def vllm_profile_encoder_tokens(spec: ModelSpec, rules: VllmRules, max_model_len
 
 
 def vllm_activation_bytes(spec: ModelSpec, encoder_tokens: int, max_num_batched_tokens: int,
-                          max_num_seqs: int, act_bytes: int) -> int:
+                          max_num_seqs: int, act_bytes: int, engine: str = "v1") -> int:
     """Peak of V1's profile run above the weights (gpu_model_runner.py profile_run, 0.10.1.1).
 
     Two phases: the vision tower over the dummy items, then the language model over
     max_num_batched_tokens with the encoder outputs still cached and the sampler over
     min(max_num_seqs, max_num_batched_tokens) rows of float32 logits. The peak is the larger.
     """
-    vision = _engine_vision_bytes(spec, encoder_tokens, act_bytes)
+    vision = _engine_vision_bytes(spec, encoder_tokens, act_bytes, engine)
     held = encoder_tokens * spec.vision.out_hidden_size * act_bytes
     rows = min(max_num_seqs, max_num_batched_tokens)
     decoder = (held + T.llm_prefill_activation_bytes(spec, max_num_batched_tokens, act_bytes)
@@ -108,10 +114,10 @@ def vllm_activation_bytes(spec: ModelSpec, encoder_tokens: int, max_num_batched_
     return max(vision, decoder)
 
 
-def _engine_vision_bytes(spec: ModelSpec, tokens: int, act_bytes: int) -> int:
+def _engine_vision_bytes(spec: ModelSpec, tokens: int, act_bytes: int, engine: str = "v1") -> int:
     v = spec.vision
     patches = tokens * v.spatial_merge_size**2
-    widths = C.ENGINE_VISION_ACT_WIDTHS.get(v.variant, C.ENGINE_VISION_ACT_WIDTHS["qwen2_vl"])
+    widths = C.ENGINE_VISION_ACT_WIDTHS[engine]
     pixel_values = v.in_channels * v.temporal_patch_size * v.patch_size**2 * 4
     return int(patches * (v.embed_dim * widths * act_bytes + pixel_values))
 
@@ -126,7 +132,8 @@ def vllm_graph_bytes(spec: ModelSpec, capture_size: int, tp_size: int = 1) -> in
 
 def vllm_memory(spec: ModelSpec, rules: VllmRules, *, total_bytes: int, utilization: float,
                 max_model_len: int, max_num_batched_tokens: int, max_num_seqs: int,
-                max_pixels: int, video_profiled: bool, dtype_bytes: int = 2, kv_dtype_bytes: int = 2,
+                max_pixels: int, video_profiled: bool, images_per_prompt: int = 1,
+                dtype_bytes: int = 2, kv_dtype_bytes: int = 2,
                 quant: Quant = Quant.none, tp_size: int = 1, cuda_graphs: bool = True,
                 capture_size: int = C.VLLM_MAX_CAPTURE_SIZE,
                 kv_cache_memory_bytes: Optional[int] = None) -> EngineMemory:
@@ -140,8 +147,8 @@ def vllm_memory(spec: ModelSpec, rules: VllmRules, *, total_bytes: int, utilizat
     """
     weights = engine_weight_bytes(spec, dtype_bytes, quant, tp_size, rotary_copies=C.VLLM_MROPE_CACHE_COPIES)
     encoder = vllm_profile_encoder_tokens(spec, rules, max_model_len, max_pixels, video_profiled,
-                                          max_num_batched_tokens, max_num_seqs)
-    act = vllm_activation_bytes(spec, encoder, max_num_batched_tokens, max_num_seqs, dtype_bytes)
+                                          max_num_batched_tokens, max_num_seqs, images_per_prompt)
+    act = vllm_activation_bytes(spec, encoder, max_num_batched_tokens, max_num_seqs, dtype_bytes, rules.engine)
     if quant is not Quant.none:
         act += T.largest_linear_bytes(spec, {1: "float16", 2: "bfloat16", 4: "float32"}.get(dtype_bytes, "bfloat16"))
     non_torch = C.VLLM_NON_TORCH_BYTES + (C.VLLM_NCCL_BYTES if tp_size > 1 else 0)

@@ -47,6 +47,7 @@ class LogInputs(_Strict):
     max_num_batched_tokens: Optional[int] = None
     max_num_seqs: Optional[int] = None
     video_profiled: Optional[bool] = None
+    images_per_prompt: int = 1
     max_pixels: Optional[int] = None
     cuda_graphs: bool = True
     tp_size: int = 1
@@ -163,6 +164,10 @@ def _compare(record: LogRecord, spec: ModelSpec) -> Comparison:
     pred_kv = pred_tokens = None
     fits: Optional[bool] = None
     known = all(v is not None for v in (i.max_model_len, i.max_num_batched_tokens, i.max_num_seqs, i.video_profiled))
+    if record.engine_mode == "v0":
+        known = all(v is not None for v in (i.max_model_len, i.max_num_batched_tokens, i.max_num_seqs))
+    # The largest image decides the profile: it must come from the log or the model's own files.
+    known = known and (i.max_pixels is not None or record.preprocessor is not None or record.config.startswith("shipped:"))
     if i.total_gib is not None and known and quant is None:
         utils = [i.gpu_memory_utilization] if i.gpu_memory_utilization is not None else []
         if record.failed_start_check == "any_utilization":
@@ -174,7 +179,8 @@ def _compare(record: LogRecord, spec: ModelSpec) -> Comparison:
                     spec, rules, total_bytes=int(i.total_gib * GIB), utilization=util,
                     max_model_len=i.max_model_len, max_num_batched_tokens=i.max_num_batched_tokens,
                     max_num_seqs=i.max_num_seqs, max_pixels=i.max_pixels or spec.image.max_pixels,
-                    video_profiled=bool(i.video_profiled), tp_size=i.tp_size, cuda_graphs=i.cuda_graphs,
+                    video_profiled=bool(i.video_profiled), images_per_prompt=i.images_per_prompt,
+                    tp_size=i.tp_size, cuda_graphs=i.cuda_graphs,
                 )
                 outcomes.append(mem)
         if outcomes:
