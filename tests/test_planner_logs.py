@@ -13,7 +13,11 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import planner_vs_logs as bench  # noqa: E402
 
+from mineru_fit.planner import constants as C  # noqa: E402
+from mineru_fit.planner import terms as T  # noqa: E402
 from mineru_fit.planner.logbench import summarize  # noqa: E402
+
+GIB = 1024**3
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +43,18 @@ def test_every_record_names_its_public_source_and_quotes_the_log(records):
         if r.logged.kv_tokens is not None:
             assert f"{r.logged.kv_tokens:,}" in text, r.id
         assert r.full_figures == (r.exclusion is None), r.id
+
+
+def test_logged_kv_tokens_are_the_logged_kv_bytes_over_the_planners_bytes_per_token(records):
+    # Every log that prints both the KV bytes and the KV tokens checks the per-token size the
+    # planner derives from the config (layers x KV heads x head_dim x K and V x 2 bytes), whatever
+    # its other inputs: the GiB figure is printed with two decimals and the pool is cut in blocks.
+    both = [r for r in records if r.logged.kv_tokens and r.logged.kv_gib and r.logged.kv_gib > 0]
+    assert len(both) >= 4
+    for r in both:
+        per_token = T.kv_bytes_per_token(bench.spec_for(r), 2, r.inputs.tp_size)
+        slack = 0.005 * GIB + C.VLLM_BLOCK_TOKENS * per_token
+        assert abs(r.logged.kv_tokens * per_token - r.logged.kv_gib * GIB) <= slack, r.id
 
 
 def test_full_figure_records_know_every_input_and_say_how(records):
