@@ -30,8 +30,27 @@ class FileOutput:
         return path if path.is_file() else None
 
     def images(self) -> list[Path]:
+        """The files of this output's images/ folder (each checked as image_file checks a link)."""
         folder = self.folder / "images" if self.folder is not None else None
-        return sorted(p for p in folder.iterdir() if p.is_file()) if folder is not None and folder.is_dir() else []
+        if folder is None or not folder.is_dir():
+            return []
+        return sorted(p for p in (self.image_file(f"images/{entry.name}") for entry in folder.iterdir()) if p)
+
+    def image_file(self, link: str) -> Optional[Path]:
+        """The file a Markdown link such as `images/x.png` names, or None unless, once resolved (`..` and
+        symlinks followed), it is a regular file directly inside this output's own images/ folder.
+
+        Markdown is text a document can carry, so a link is never trusted as a path: this is the one
+        check every reader of images (the UI's inlining, results, zips) goes through.
+        """
+        if self.folder is None:
+            return None
+        try:
+            root = (self.folder / "images").resolve(strict=True)
+            path = (self.folder / link).resolve(strict=True)
+        except (OSError, RuntimeError):  # missing, a symlink loop, a name the OS refuses
+            return None
+        return path if path.parent == root and path.is_file() else None
 
 
 @dataclass(frozen=True)
