@@ -72,6 +72,7 @@ class ServiceCore:
         self._finished: dict[str, asyncio.Event] = {}
         self._crashes: dict[str, int] = {}
         self._deleted: set[str] = set()
+        self._admitting = 0               # submissions past the capacity check, still being stored
         self._job_seconds = 5.0           # a running average, for Retry-After
         self._sweeper: Optional[asyncio.Task[None]] = None
 
@@ -138,13 +139,23 @@ class ServiceCore:
         waiting = self.pool.waiting if self.pool else 0
         return max(1, min(300, math.ceil((waiting + 1) * self._job_seconds / self.config.workers)))
 
+    def jobs_in_service(self) -> int:
+        """Jobs running, waiting, or past the capacity check and being stored: what --max-queue bounds."""
+        pool = self.pool
+        if pool is None:
+            return 0
+        return pool.waiting + len(pool.running) + self._admitting
+
     def check_capacity(self) -> None:
-        """503 with Retry-After when the backlog is full (called before any byte is read, and again on accept)."""
-        if self.pool is not None and self.pool.waiting >= self.config.max_queue:
+        """503 with Retry-After when the backlog is full (the door's early check; submit() reserves its place)."""
+        limit = self.config.workers + self.config.max_queue
+        if self.pool is not None and self.jobs_in_service() >= limit:
             self.metrics.refused.labels("503").inc()
+            waiting = max(0, self.jobs_in_service() - self.config.workers)
             raise RequestRefusedError(
-                f"{self.pool.waiting} jobs are waiting for {self.config.workers} workers, the most this service queues "
-                "— retry later (Retry-After says when)", status=503, retry_after_s=self.retry_after_s())
+                f"{waiting} jobs are waiting for {self.config.workers} workers, the most this service queues "
+                f"(--max-queue {self.config.max_queue}) — retry later (Retry-After says when)", status=503,
+                retry_after_s=self.retry_after_s())
 
     def tier_for(self, requested: str) -> tuple[str, str]:
         """The tier a job runs with, decided when it is accepted."""
@@ -161,12 +172,18 @@ class ServiceCore:
     # --- accepting ---------------------------------------------------------------------------
     async def submit(self, uploads: Sequence[Upload], request: JobRequest) -> Job:
         """Store, check and commit a job; refusals raise RequestRefusedError with their HTTP status."""
+        # The check and the reservation happen with no await between them: simultaneous submissions
+        # cannot all see the same free place while their uploads are being stored.
+        self.check_capacity()
+        self._admitting += 1
         try:
             job = await self._accept(uploads, request)
         except RequestRefusedError as exc:
             if exc.status != 503:  # check_capacity counts its own
                 self.metrics.refused.labels(str(exc.status)).inc()
             raise
+        finally:
+            self._admitting -= 1
         self.metrics.accepted.inc()
         self.live[job.id] = Progress(job.pages_total)
         assert self.pool is not None
@@ -175,7 +192,6 @@ class ServiceCore:
 
     async def _accept(self, uploads: Sequence[Upload], request: JobRequest) -> Job:
         store = self._store
-        self.check_capacity()
         limits = self.config.limits
         if not uploads:
             raise RequestRefusedError("no file was sent — add one or more PDF, PNG, JPEG or WebP files as `files`")
@@ -192,7 +208,6 @@ class ServiceCore:
             if total > limits.max_pages:
                 raise RequestRefusedError(f"{total} pages to parse in one job; this service takes at most "
                                           f"{limits.max_pages} (--max-pages) — send fewer pages or use a page range")
-            self.check_capacity()
             await asyncio.to_thread(_commit_folder, staging, final)
             options = JobOptions(backend=request.backend, tier=tier, tier_reason=reason,
                                  pages=request.pages.text if request.pages else None, return_md=request.return_md,
