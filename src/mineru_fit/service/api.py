@@ -16,7 +16,9 @@ from starlette.background import BackgroundTask
 
 from mineru_fit import __version__
 from mineru_fit.errors import RequestRefusedError
+from mineru_fit.service import answers
 from mineru_fit.service.core import ServiceCore, Upload
+from mineru_fit.service.docs import app_with_offline_docs
 from mineru_fit.service.files import upload_chunks
 from mineru_fit.service.guard import Guard
 from mineru_fit.service.jobs import Job, JobStatus
@@ -105,14 +107,16 @@ def create_app(core: ServiceCore, *, manage_core: bool = True, open_prefixes: tu
             if manage_core:
                 await core.stop()
 
-    app = FastAPI(
+    app = app_with_offline_docs(
         title="mineru-fit parse API", version=__version__, lifespan=lifespan,
         description="MinerU-compatible document parsing (mineru-api's /file_parse form) with durable asynchronous "
                     "jobs. Results follow MinerU's layout: Markdown, content_list (bbox on a 0–1000 grid), images.",
     )
     config = core.config
     app.add_middleware(Guard, token=config.token, max_body_bytes=config.limits.max_upload_bytes,
-                       capacity=core.check_capacity, open_prefixes=open_prefixes)
+                       capacity=core.check_capacity, open_prefixes=open_prefixes,
+                       allowed_hosts=config.allowed_hosts, body_timeout_s=config.body_timeout_s)
+    answers.install(app)
     app.add_exception_handler(RequestRefusedError, lambda _r, exc: _refused(exc))  # type: ignore[arg-type]
 
     async def authorised(credentials: Annotated[Optional[HTTPAuthorizationCredentials], Depends(_bearer)]) -> None:
