@@ -15,6 +15,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from mineru_fit.service.store import StoreError
+
 logger = logging.getLogger(__name__)
 
 MAX_MESSAGE_CHARS = 300
@@ -31,6 +33,14 @@ def _too_deep(_request: Request, _exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": "the request nests too deeply to be read — send a flatter body"}, status_code=400)
 
 
+def _disk(request: Request, exc: Exception) -> JSONResponse:
+    """Our own disk failed under a request (a read-only data dir, a zip that cannot be written)."""
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    logger.error("%s %s: the data dir failed: %s", request.method, request.url.path, reason)
+    return JSONResponse({"detail": f"the service cannot use its disk now ({reason}) — retry later"}, status_code=503,
+                        headers={"retry-after": "10"})
+
+
 def _internal(request: Request, exc: Exception) -> JSONResponse:
     logger.error("%s %s failed: %s: %s", request.method, request.url.path, type(exc).__name__, exc)
     return JSONResponse({"detail": "the service failed on this request (its log has the details) — retry, "
@@ -40,6 +50,6 @@ def _internal(request: Request, exc: Exception) -> JSONResponse:
 def install(app: FastAPI) -> None:
     """Register these answers on `app`."""
     handlers: list[tuple[Any, Any]] = [(RequestValidationError, _invalid), (RecursionError, _too_deep),
-                                       (Exception, _internal)]
+                                       (StoreError, _disk), (OSError, _disk), (Exception, _internal)]
     for exc_class, handler in handlers:
         app.add_exception_handler(exc_class, handler)

@@ -52,6 +52,7 @@ class ServiceConfig:
     allowed_hosts: Optional[tuple[str, ...]] = None  # Host header names served (None: any); the CLI sets
     #                                        localhost names + the bind address (DNS rebinding)
     body_timeout_s: float = 30.0           # a request body that sends nothing for this long is answered 408
+    store_retry_s: float = 2.0             # while the data dir cannot be written: how often to try again
 
     def __post_init__(self) -> None:
         if self.workers < 1:

@@ -153,15 +153,16 @@ def _guarded_body(receive: Any, limit: Optional[int], timeout_s: float) -> Any:
         nonlocal seen, body_done
         if body_done:  # after the body, receive() waits for the client to leave: no timeout there
             return await receive()
-        elapsed = time.monotonic() - started
-        wait_s = timeout_s
-        if elapsed > timeout_s:  # the time the bytes so far have earned at the minimum rate, at least 1 s
-            wait_s = max(1.0, min(timeout_s, seen / MIN_BODY_BYTES_PER_S - elapsed + timeout_s))
+        # Each byte received buys 1/MIN_BODY_BYTES_PER_S of time beyond the first window, so a body that
+        # drips a byte at a time runs out as surely as one that stops.
+        left = started + timeout_s + seen / MIN_BODY_BYTES_PER_S - time.monotonic()
         try:
-            message = await asyncio.wait_for(receive(), wait_s)
+            if left <= 0:
+                raise asyncio.TimeoutError
+            message = await asyncio.wait_for(receive(), min(timeout_s, left))
         except asyncio.TimeoutError:
-            raise HTTPException(408, f"the request body sent nothing for {wait_s:.0f} s (or arrived slower than "
-                                     f"{MIN_BODY_BYTES_PER_S} bytes/s) — send it whole, at once",
+            raise HTTPException(408, f"the request body sent nothing for {timeout_s:g} s, or arrived slower than "
+                                     f"{MIN_BODY_BYTES_PER_S} bytes/s — send it whole, at once",
                                 headers={"connection": "close"}) from None
         if message.get("type") == "http.request":
             seen += len(message.get("body", b""))

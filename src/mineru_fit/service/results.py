@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from mineru_fit.service.jobs import Job
+from mineru_fit.service.redact import redact_paths
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,9 @@ def write_zip(outputs: list[FileOutput], dest: Path, wanted: Wanted) -> Path:
             if wanted.images:
                 members += [(p, f"images/{p.name}") for p in output.images()]
             for path, arcname in members:
-                if path is not None:
+                if path is not None and arcname.endswith("_pages.json"):  # per-page reasons: no server paths
+                    archive.writestr(f"{output.name}/{arcname}", redact_paths(path.read_text(encoding="utf-8")))
+                elif path is not None:
                     archive.write(path, f"{output.name}/{arcname}")
             if output.errors:
                 archive.writestr(f"{output.name}/errors.json", json.dumps(list(output.errors), indent=2))
