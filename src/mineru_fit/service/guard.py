@@ -28,6 +28,8 @@ OPEN_PREFIXES = ("/static-offline-docs",)     # the API docs' own scripts and st
 FORM_OVERHEAD_BYTES = 1024 * 1024   # multipart boundaries and the form's small fields
 MAX_JSON_BYTES = 256 * 1024         # JSON bodies (the UI's calls, a few KiB) are small; uploads are multipart
 MAX_JSON_DEPTH = 64                 # the UI nests a handful of levels; parsers recurse once per level
+MAX_HEADER_BYTES = 32 * 1024       # all header names and values together (nginx's default buffers hold 32 KiB)
+MAX_HEADERS = 100
 MIN_BODY_BYTES_PER_S = 1024         # after the first timeout window, a body must average at least this
 
 
@@ -111,6 +113,10 @@ class Guard:
 
     def _refusal(self, scope: dict[str, Any], headers: dict[str, str]) -> Optional[tuple[int, str, dict[str, str]]]:
         """(status, detail, headers) when the request is refused at the door, else None."""
+        raw = scope.get("headers", [])
+        if len(raw) > MAX_HEADERS or sum(len(k) + len(v) for k, v in raw) > MAX_HEADER_BYTES:
+            return 431, (f"the request's headers are too large (at most {MAX_HEADERS} headers, "
+                         f"{MAX_HEADER_BYTES // 1024} KiB together)"), {"connection": "close"}
         if not host_allowed(headers.get("host"), self.allowed_hosts):
             return 403, (f"Host {headers.get('host', '')[:100]!r} is not a name of this service — a DNS-rebinding "
                          "page would look like this; add the name with --allowed-host if it is yours"), {}
