@@ -60,7 +60,7 @@ def _wait(api: httpx.Client, url: str, wanted: set[str], timeout_s: float = 60) 
 
 
 def test_a_full_disk_fails_the_job_it_hit_and_the_rest_resume_when_space_returns(tmp_path: Path) -> None:
-    long = many_pages_pdf(tmp_path / "long.pdf", 300).read_bytes()
+    long = many_pages_pdf(tmp_path / "long.pdf", 150).read_bytes()
     short = pdf_with_pages(tmp_path / "short.pdf", ["text:Waited for the disk"]).read_bytes()
     data_dir = tmp_path / "data"
     with api_process(data_dir, "--workers", "1") as (base, proc), httpx.Client(base_url=base, timeout=30) as api:

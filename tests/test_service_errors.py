@@ -35,14 +35,15 @@ def _finished(client: TestClient, url: str) -> dict:
 
 
 def test_a_job_that_cannot_write_its_outputs_fails_without_showing_server_paths(tmp_path: Path) -> None:
-    long = many_pages_pdf(tmp_path / "long.pdf", 200).read_bytes()
+    long = many_pages_pdf(tmp_path / "long.pdf", 60).read_bytes()
     short = pdf_with_pages(tmp_path / "short.pdf", ["text:One page"]).read_bytes()
     data_dir = tmp_path / "data"
     core = ServiceCore(ServiceConfig(data_dir=data_dir, workers=1))
     with TestClient(create_app(core)) as client:
-        _submit(client, "long.pdf", long)  # keeps the one worker busy while the next job's folder is spoiled
+        busy = _submit(client, "long.pdf", long)  # keeps the one worker busy while the next job's folder is spoiled
         blocked = _submit(client, "short.pdf", short)
         (core.job_dir(blocked["task_id"]) / "output").write_text("a file where the job's output folder goes")
+        client.delete(busy["status_url"])
         status = _finished(client, blocked["status_url"])
         assert status["status"] == "failed" and status["error"], status
         result = client.get(blocked["result_url"])
