@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,10 +20,9 @@ pytest.importorskip("fastapi")
 pytest.importorskip("mineru_vl_utils")
 pytest.importorskip("reportlab")
 
-import uvicorn  # noqa: E402
 from fastapi import FastAPI, Request  # noqa: E402
 from fixtures.documents import pdf_with_pages  # noqa: E402
-from fixtures.servers import free_port, wait_healthy  # noqa: E402
+from fixtures.servers import serving  # noqa: E402
 from fixtures.service import runner_pids  # noqa: E402
 
 from mineru_fit.service import EngineInfo, ServiceConfig  # noqa: E402
@@ -63,28 +61,13 @@ class HangingEngine:
 
 
 @contextmanager
-def _serve(app: Any) -> Iterator[str]:
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(base)
-        yield base
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-
-
-@contextmanager
 def _service(tmp_path: Path) -> Iterator[tuple[str, ServiceCore, HangingEngine]]:
     engine = HangingEngine()
-    with _serve(engine.app) as engine_url:
+    with serving(engine.app) as engine_url:
         info = EngineInfo(url=engine_url, kind="server", reason="a hanging test engine", max_model_len=4096,
                           concurrency=1)
         core = ServiceCore(ServiceConfig(data_dir=tmp_path / "data", workers=1, engine=info))
-        with _serve(create_app(core)) as base:
+        with serving(create_app(core)) as base:
             yield base, core, engine
 
 

@@ -28,7 +28,7 @@ pytest.importorskip("reportlab")
 import httpx  # noqa: E402
 from fixtures.documents import many_pages_pdf, pdf_with_pages  # noqa: E402
 from fixtures.servers import free_port  # noqa: E402
-from fixtures.service import BIN, api_process, service_env  # noqa: E402
+from fixtures.service import BIN, api_process, service_env, wait_status  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not hasattr(resource, "prlimit"), reason="prlimit is Linux-only")
 
@@ -49,16 +49,6 @@ def _submit(api: httpx.Client, name: str, data: bytes) -> httpx.Response:
     return api.post("/tasks", files=[("files", (name, data, "application/pdf"))])
 
 
-def _wait(api: httpx.Client, url: str, wanted: set[str], timeout_s: float = 60) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        body = api.get(url).json()
-        if body["status"] in wanted:
-            return body
-        assert time.monotonic() < deadline, f"still {body['status']} after {timeout_s:g} s: {body}"
-        time.sleep(0.2)
-
-
 def test_a_full_disk_fails_the_job_it_hit_and_the_rest_resume_when_space_returns(tmp_path: Path) -> None:
     long = many_pages_pdf(tmp_path / "long.pdf", 150).read_bytes()
     short = pdf_with_pages(tmp_path / "short.pdf", ["text:Waited for the disk"]).read_bytes()
@@ -66,11 +56,11 @@ def test_a_full_disk_fails_the_job_it_hit_and_the_rest_resume_when_space_returns
     with api_process(data_dir, "--workers", "1") as (base, proc), httpx.Client(base_url=base, timeout=30) as api:
         running = _submit(api, "long.pdf", long).json()
         queued = _submit(api, "short.pdf", short).json()
-        _wait(api, running["status_url"], {"running"})
+        wait_status(api, running["status_url"], {"running"})
         _fill(proc.pid)
         try:
             # The running job's result cannot be recorded: it fails, with the reason, and its waiter hears it.
-            failed = _wait(api, running["status_url"], {"failed", "succeeded", "partial"}, timeout_s=90)
+            failed = wait_status(api, running["status_url"], {"failed", "succeeded", "partial"}, timeout_s=90)
             assert failed["status"] == "failed", failed
             assert "could not be recorded" in failed["error"] and "rollback" not in failed["error"]
             assert str(tmp_path) not in failed["error"]
@@ -87,7 +77,7 @@ def test_a_full_disk_fails_the_job_it_hit_and_the_rest_resume_when_space_returns
         finally:
             _free(proc.pid)
         # Space is back: the waiting job runs, the failure is on record, new jobs are taken.
-        done = _wait(api, queued["status_url"], {"succeeded", "failed", "partial"}, timeout_s=60)
+        done = wait_status(api, queued["status_url"], {"succeeded", "failed", "partial"}, timeout_s=60)
         assert done["status"] == "succeeded", done
         assert "Waited for the disk" in api.get(queued["result_url"]).json()["results"]["short"]["md_content"]
         assert api.get("/health").json()["store"]["writable"] is True
