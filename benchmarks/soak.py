@@ -160,7 +160,7 @@ def main() -> None:
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),
                     "note": "2-core CPU dev machine shared with other engineers' test runs"},
-        "command": "python benchmarks/soak.py " + " ".join(sys.argv[1:]),
+        "command": " ".join(["python benchmarks/soak.py", *sys.argv[1:]]),
         "jobs": args.jobs, "workers": args.workers, "concurrency": args.concurrency, "tier": "flash",
         "document": "1 page, born-digital (reportlab)",
         "failed_jobs": failed,
