@@ -138,3 +138,22 @@ def test_half_sent_uploads_are_answered_408_and_closed(tmp_path: Path) -> None:
             for sock in socks:
                 sock.close()
         assert time.monotonic() - started < 10
+
+
+def test_an_unforeseen_error_is_a_json_500_and_a_disk_error_a_503_never_a_traceback(tmp_path: Path) -> None:
+    app = create_app(ServiceCore(ServiceConfig(data_dir=tmp_path / "data", workers=1)))
+
+    @app.get("/boom")
+    async def boom() -> None:
+        raise RuntimeError("/srv/secret/path exploded")
+
+    @app.get("/disk")
+    async def disk() -> None:
+        raise OSError(30, "Read-only file system", "/srv/secret/jobs.sqlite3")
+
+    with TestClient(app, raise_server_exceptions=False) as client:
+        boom_answer, disk_answer = client.get("/boom"), client.get("/disk")
+    assert boom_answer.status_code == 500 and disk_answer.status_code == 503
+    for answer in (boom_answer, disk_answer):
+        assert answer.headers["content-type"] == "application/json" and "secret" not in answer.text
+    assert "Read-only file system" in disk_answer.json()["detail"] and disk_answer.headers["retry-after"]

@@ -57,7 +57,7 @@ def test_kill_9_mid_job_then_restart_finishes_every_accepted_job(tmp_path: Path)
     with api_process(data_dir, "--workers", "1", port=port) as (base, _proc):
         with httpx.Client(base_url=base, timeout=30) as api:
             for task, text in ((running, f"Page number {PAGES} of a long report"), (queued, "Queued behind")):
-                status = wait_status(api, task["status_url"], {"succeeded", "partial", "failed"}, timeout_s=90)
+                status = wait_status(api, task["status_url"], {"succeeded", "partial", "failed"}, timeout_s=180)
                 assert status["status"] == "succeeded", status
                 result = api.get(task["result_url"]).json()
                 assert text in next(iter(result["results"].values()))["md_content"]
