@@ -19,23 +19,13 @@ import httpx  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 from fixtures.documents import many_pages_pdf, pdf_with_pages  # noqa: E402
 from fixtures.servers import free_port  # noqa: E402
-from fixtures.service import api_process, runner_pids  # noqa: E402
+from fixtures.service import api_process, runner_pids, wait_status  # noqa: E402
 
 from mineru_fit.service import ServiceConfig  # noqa: E402
 from mineru_fit.service.api import create_app  # noqa: E402
 from mineru_fit.service.core import ServiceCore  # noqa: E402
 
 PAGES = 800  # a few seconds of flash work on one worker: long enough to be killed in the middle
-
-
-def _wait_status(client: Any, url: str, wanted: set[str], timeout_s: float = 60) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        body = client.get(url).json()
-        if body["status"] in wanted:
-            return body
-        assert time.monotonic() < deadline, f"still {body['status']} after {timeout_s:g} s: {body}"
-        time.sleep(0.1)
 
 
 def _submit(client: Any, name: str, data: bytes) -> dict[str, Any]:
@@ -53,7 +43,7 @@ def test_kill_9_mid_job_then_restart_finishes_every_accepted_job(tmp_path: Path)
         with httpx.Client(base_url=base, timeout=30) as api:
             running = _submit(api, "long.pdf", long)
             queued = _submit(api, "short.pdf", short)
-            _wait_status(api, running["status_url"], {"running"})
+            wait_status(api, running["status_url"], {"running"})
             time.sleep(1.0)  # inside docvortex's parse of the 800 pages
             workers = runner_pids(proc.pid)
             assert workers, "the job runs in a worker process of the service"
@@ -67,7 +57,7 @@ def test_kill_9_mid_job_then_restart_finishes_every_accepted_job(tmp_path: Path)
     with api_process(data_dir, "--workers", "1", port=port) as (base, _proc):
         with httpx.Client(base_url=base, timeout=30) as api:
             for task, text in ((running, f"Page number {PAGES} of a long report"), (queued, "Queued behind")):
-                status = _wait_status(api, task["status_url"], {"succeeded", "partial", "failed"}, timeout_s=90)
+                status = wait_status(api, task["status_url"], {"succeeded", "partial", "failed"}, timeout_s=180)
                 assert status["status"] == "succeeded", status
                 result = api.get(task["result_url"]).json()
                 assert text in next(iter(result["results"].values()))["md_content"]
@@ -80,15 +70,15 @@ def test_a_worker_that_dies_mid_job_costs_a_rerun_not_the_job(tmp_path: Path) ->
     core = ServiceCore(ServiceConfig(data_dir=tmp_path / "data", workers=1))
     with TestClient(create_app(core)) as client:
         task = _submit(client, "long.pdf", long)
-        _wait_status(client, task["status_url"], {"running"})
+        wait_status(client, task["status_url"], {"running"})
         time.sleep(0.5)
         assert core.pool is not None
         runner = core.pool.runners[0]
         assert runner is not None and runner.pid is not None
         os.kill(runner.pid, signal.SIGKILL)  # as the OOM killer or a segfault in a parser would
-        status = _wait_status(client, task["status_url"], {"succeeded", "partial", "failed"}, timeout_s=60)
+        status = wait_status(client, task["status_url"], {"succeeded", "partial", "failed"}, timeout_s=60)
         assert status["status"] == "succeeded", status
         assert "mineru_fit_api_worker_crashes_total 1.0" in client.get("/metrics").text
         # The slot has a fresh worker and goes on with the next job.
         other = _submit(client, "again.pdf", long)
-        assert _wait_status(client, other["status_url"], {"succeeded", "failed"})["status"] == "succeeded"
+        assert wait_status(client, other["status_url"], {"succeeded", "failed"})["status"] == "succeeded"

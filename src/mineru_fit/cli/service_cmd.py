@@ -42,6 +42,11 @@ def _command(ui: bool, default_port: int) -> Callable[..., None]:
         job_timeout: float = typer.Option(3600.0, "--job-timeout", min=1, help="Seconds before a job is stopped."),
         retention_hours: float = typer.Option(168.0, "--retention-hours", min=0,
                                               help="Finished jobs are deleted after this (0: never)."),
+        allowed_host: Optional[list[str]] = typer.Option(None, "--allowed-host", help="A Host name the service "
+                                                         "answers besides localhost and --host (repeatable; '*': "
+                                                         "any). Other names are refused: DNS rebinding."),
+        body_timeout: float = typer.Option(30.0, "--body-timeout", min=0.1, help="Seconds an upload may send "
+                                           "nothing before it is answered 408 and closed."),
         server: Optional[str] = typer.Option(None, "--server", help="Use this OpenAI-compatible MinerU2.5 server; "
                                              "start none."),
         engine: Engine = EngineChoice.auto,
@@ -75,7 +80,7 @@ def _command(ui: bool, default_port: int) -> Callable[..., None]:
         setup = setup_service(ServiceArgs(
             host=host, port=port, data_dir=data_dir, workers=workers, max_queue=max_queue, max_upload_mb=max_upload_mb,
             max_pages=max_pages, max_files=max_files, job_timeout_s=job_timeout, retention_hours=retention_hours,
-            server=server, ui=ui, serve=serve,
+            server=server, ui=ui, serve=serve, allowed_hosts=tuple(allowed_host or ()), body_timeout_s=body_timeout,
         ), settings)
         if dry_run:
             for line in setup.lines:

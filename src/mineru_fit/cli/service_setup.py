@@ -12,6 +12,7 @@ from mineru_fit.planner import PlanReport
 from mineru_fit.planner.constants import DEFAULT_CONCURRENCY
 from mineru_fit.service.config import EngineInfo, Limits, ServiceConfig, default_data_dir
 from mineru_fit.service.engine import EngineSpec
+from mineru_fit.service.hosts import allowed_hosts_for
 from mineru_fit.settings import Settings
 from mineru_fit.units import MIB, human
 
@@ -31,6 +32,8 @@ class ServiceArgs:
     job_timeout_s: float = 3600.0
     retention_hours: float = 168.0
     server: Optional[str] = None
+    allowed_hosts: tuple[str, ...] = ()  # Host names served beside localhost and the bind address ('*': any)
+    body_timeout_s: float = 30.0
     ui: bool = False                     # the Gradio UI beside the API
     serve: ServeArgs = ServeArgs()       # the engine's flags, as `mineru-fit serve` takes them
 
@@ -92,8 +95,8 @@ def _engine(args: ServiceArgs, settings: Settings) -> tuple[EngineSpec, Optional
 
 def setup_service(args: ServiceArgs, settings: Settings) -> ServiceSetup:
     """Plan the engine and size the service: workers = the plan's concurrency unless --workers says."""
-    if args.max_upload_mb <= 0 or args.max_pages < 1 or args.max_files < 1:
-        raise UsageError("--max-upload-mb, --max-pages and --max-files must be positive")
+    if args.max_upload_mb <= 0 or args.max_pages < 1 or args.max_files < 1 or args.body_timeout_s <= 0:
+        raise UsageError("--max-upload-mb, --max-pages, --max-files and --body-timeout must be positive")
     engine, report, notes = _engine(args, settings)
     if args.workers is not None:
         workers, why = args.workers, "--workers"
@@ -103,20 +106,24 @@ def setup_service(args: ServiceArgs, settings: Settings) -> ServiceSetup:
     else:
         workers, why = args.serve.concurrency or DEFAULT_CONCURRENCY, "--concurrency" if args.serve.concurrency else "default"
     token = settings.api_token.get_secret_value() if settings.api_token else None
+    host = args.host or settings.host
+    allowed = allowed_hosts_for(host, args.allowed_hosts)
     config = ServiceConfig(
         data_dir=(args.data_dir or default_data_dir()).expanduser(), workers=workers, max_queue=args.max_queue,
         limits=Limits(max_upload_bytes=int(args.max_upload_mb * MIB), max_pages=args.max_pages,
                       max_files=args.max_files),
         token=token or None, job_timeout_s=args.job_timeout_s, retention_s=args.retention_hours * 3600,
         engine=EngineInfo(kind=engine.kind, reason=engine.reason), device_mode=settings.device_mode,
+        allowed_hosts=allowed, body_timeout_s=args.body_timeout_s,
     )
-    host = args.host or settings.host
     lines = [
         f"# service: http://{host}:{args.port} ({'UI /ui/, ' if args.ui else ''}API docs /docs), "
         f"data dir {config.data_dir}",
         f"# workers: {workers} ({why}); queue up to {args.max_queue}; per request at most "
         f"{args.max_upload_mb:g} MiB, {args.max_files} files, {args.max_pages} pages",
         f"# token: {'required (MINERU_FIT_API_TOKEN)' if token else 'none (set MINERU_FIT_API_TOKEN to require one)'}",
+        f"# Host names served: {', '.join(allowed) if allowed else 'any'} (--allowed-host adds one); "
+        "cross-origin POSTs from web pages are refused",
         f"# engine: {engine.kind} — {engine.reason}",
     ]
     if engine.kind == "none":

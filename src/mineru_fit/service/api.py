@@ -3,27 +3,32 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import tempfile
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any, AsyncIterator, Literal, Optional
 
-from fastapi import Depends, FastAPI, File
+from fastapi import Depends, FastAPI, File, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.background import BackgroundTask
 
 from mineru_fit import __version__
 from mineru_fit.errors import RequestRefusedError
+from mineru_fit.service import answers
 from mineru_fit.service.core import ServiceCore, Upload
+from mineru_fit.service.docs import app_with_offline_docs
 from mineru_fit.service.files import upload_chunks
 from mineru_fit.service.guard import Guard
 from mineru_fit.service.jobs import Job, JobStatus
 from mineru_fit.service.mineru_form import (
-    FileResultBody, HealthBody, ParseForm, ParseResultBody, Progress, TaskBody, TaskFile,
+    FileResultBody, HealthBody, ParseForm, ParseResultBody, Progress, StoreBody, TaskBody, TaskFile,
 )
 from mineru_fit.service.results import Wanted, file_body, file_outputs, write_zip
+
+logger = logging.getLogger(__name__)
 
 NOT_DONE_RETRY_S = 2
 _bearer = HTTPBearer(auto_error=False, description="MINERU_FIT_API_TOKEN, when the service was started with one.")
@@ -92,6 +97,33 @@ async def _submit(core: ServiceCore, form: ParseForm) -> Job:
             await f.close()
 
 
+_GONE = object()
+
+
+async def _client_gone(request: Request) -> None:
+    """Return once the client has closed its connection (its body is read by now)."""
+    while (await request.receive()).get("type") != "http.disconnect":
+        pass
+
+
+async def _wait_unless_gone(core: ServiceCore, job_id: str, request: Request) -> Any:
+    """The finished job (None: deleted), or _GONE when the client left first — the job is then deleted, which
+    stops its worker and closes its requests to the engine: nobody could ever read its result."""
+    waiting = asyncio.ensure_future(core.wait(job_id))
+    gone = asyncio.ensure_future(_client_gone(request))
+    try:
+        await asyncio.wait({waiting, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (waiting, gone):
+            task.cancel()
+        await asyncio.gather(waiting, gone, return_exceptions=True)
+    if waiting.done() and not waiting.cancelled():
+        return waiting.result()
+    logger.info("job %s: its /file_parse client went away; stopping it", job_id)
+    await core.delete(job_id)
+    return _GONE
+
+
 def create_app(core: ServiceCore, *, manage_core: bool = True, open_prefixes: tuple[str, ...] = ()) -> FastAPI:
     """The FastAPI app over `core` (started and stopped with the app unless manage_core is False)."""
 
@@ -105,14 +137,16 @@ def create_app(core: ServiceCore, *, manage_core: bool = True, open_prefixes: tu
             if manage_core:
                 await core.stop()
 
-    app = FastAPI(
+    app = app_with_offline_docs(
         title="mineru-fit parse API", version=__version__, lifespan=lifespan,
         description="MinerU-compatible document parsing (mineru-api's /file_parse form) with durable asynchronous "
                     "jobs. Results follow MinerU's layout: Markdown, content_list (bbox on a 0–1000 grid), images.",
     )
     config = core.config
     app.add_middleware(Guard, token=config.token, max_body_bytes=config.limits.max_upload_bytes,
-                       capacity=core.check_capacity, open_prefixes=open_prefixes)
+                       capacity=core.check_capacity, open_prefixes=open_prefixes,
+                       allowed_hosts=config.allowed_hosts, body_timeout_s=config.body_timeout_s)
+    answers.install(app)
     app.add_exception_handler(RequestRefusedError, lambda _r, exc: _refused(exc))  # type: ignore[arg-type]
 
     async def authorised(credentials: Annotated[Optional[HTTPAuthorizationCredentials], Depends(_bearer)]) -> None:
@@ -125,13 +159,17 @@ def create_app(core: ServiceCore, *, manage_core: bool = True, open_prefixes: tu
                 422: {"description": "A file or field that cannot be parsed as sent (the reason is in `detail`)"},
                 503: {"description": "The queue is full: retry after Retry-After seconds"}}
 
-    @app.get("/health", response_model=HealthBody, tags=["service"])
-    async def health() -> HealthBody:
+    @app.get("/health", response_model=HealthBody, tags=["service"],
+             responses={503: {"model": HealthBody, "description": "The job store cannot be written now"}})
+    async def health() -> JSONResponse:
         gauges = core.gauges()
         engine = config.engine
-        return HealthBody(status="ok", version=__version__, engine=engine.kind, engine_level=engine.level,
-                          tiers=["vlm", "flash"] if engine.url else ["flash"], workers=config.workers,
-                          queued=int(gauges["queued"]), running=int(gauges["running"]))
+        store = await core.store_state()
+        body = HealthBody(status="ok" if store.writable else "degraded", version=__version__, engine=engine.kind,
+                          engine_level=engine.level, tiers=["vlm", "flash"] if engine.url else ["flash"],
+                          workers=config.workers, queued=int(gauges["queued"]), running=int(gauges["running"]),
+                          store=StoreBody(writable=store.writable, error=store.error, free_bytes=store.free_bytes))
+        return JSONResponse(body.model_dump(), status_code=200 if store.writable else 503)
 
     @app.get("/metrics", dependencies=secured, responses=errors, tags=["service"], response_class=Response)
     async def metrics() -> Response:
@@ -141,10 +179,12 @@ def create_app(core: ServiceCore, *, manage_core: bool = True, open_prefixes: tu
     @app.post("/file_parse", dependencies=secured, tags=["parse"], responses={
         200: {"model": ParseResultBody, "content": {"application/zip": {}},
               "description": "The outputs (a zip with response_format_zip)"}, **refusals})
-    async def file_parse(form: Annotated[ParseForm, File()]) -> Response:
+    async def file_parse(request: Request, form: Annotated[ParseForm, File()]) -> Response:
         """Parse the uploaded files and answer when they are done (mineru-api's endpoint)."""
         job = await _submit(core, form)
-        finished = await core.wait(job.id)
+        finished = await _wait_unless_gone(core, job.id, request)
+        if finished is _GONE:
+            return Response(status_code=499)  # nobody reads it: the client closed the connection
         if finished is None:
             return JSONResponse({"detail": "the job was deleted before it finished"}, status_code=410)
         return await finished_response(core, finished, "zip" if finished.options.zip else "json")

@@ -49,9 +49,15 @@ class ServiceConfig:
     engine: EngineInfo = EngineInfo()
     device_mode: Optional[str] = None      # which GPUs the memory panel reads
     jobs_per_runner: int = 200             # a worker process is replaced after this many jobs (no slow leaks)
+    allowed_hosts: Optional[tuple[str, ...]] = None  # Host header names served (None: any); the CLI sets
+    #                                        localhost names + the bind address (DNS rebinding)
+    body_timeout_s: float = 30.0           # a request body that sends nothing for this long is answered 408
+    store_retry_s: float = 2.0             # while the data dir cannot be written: how often to try again
 
     def __post_init__(self) -> None:
         if self.workers < 1:
             raise ValueError("workers must be at least 1")
         if self.max_queue < 0:
             raise ValueError("max_queue must not be negative")
+        if self.body_timeout_s <= 0:
+            raise ValueError("body_timeout_s must be positive")

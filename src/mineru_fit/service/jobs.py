@@ -86,3 +86,21 @@ class Progress:
     pages_failed: int = 0
     current: str = ""          # what the worker is doing now
     files: dict[str, int] = field(default_factory=dict)  # pages settled per file
+
+    def apply(self, event: dict[str, Any]) -> Optional[bool]:
+        """Fold in one event of the worker (file started, page settled, status); a page's ok flag, else None."""
+        kind = event.get("event")
+        if kind == "file":
+            resumed = int(event.get("resumed", 0))
+            self.files[str(event.get("name"))] = resumed
+            self.pages_done += resumed
+        elif kind == "page":
+            ok = bool(event.get("ok"))
+            self.pages_done += 1
+            self.pages_failed += 0 if ok else 1
+            name = str(event.get("name"))
+            self.files[name] = self.files.get(name, 0) + 1
+            return ok
+        elif kind == "status":
+            self.current = str(event.get("text", ""))
+        return None

@@ -152,8 +152,15 @@ class TaskBody(BaseModel):
     result_url: str
 
 
+class StoreBody(BaseModel):
+    writable: bool = Field(description="Whether jobs can be stored and recorded now.")
+    error: Optional[str] = Field(None, description="Why the data dir cannot be written (full, read-only, failing).")
+    free_bytes: Optional[int] = Field(None, description="Free space on the data dir's file system.")
+
+
 class HealthBody(BaseModel):
-    status: Literal["ok"]
+    status: Literal["ok", "degraded"] = Field(description="degraded (HTTP 503): the job store cannot be written — "
+                                                          "submissions are refused and waiting jobs resume when it can")
     version: str
     engine: str = Field(description="none, server, builtin, sglang or vllm")
     engine_level: Optional[str] = None
@@ -161,3 +168,4 @@ class HealthBody(BaseModel):
     workers: int
     queued: int
     running: int
+    store: StoreBody

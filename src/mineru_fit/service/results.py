@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from mineru_fit.service.jobs import Job
+from mineru_fit.service.redact import redact_paths
 
 
 @dataclass(frozen=True)
@@ -30,8 +31,27 @@ class FileOutput:
         return path if path.is_file() else None
 
     def images(self) -> list[Path]:
+        """The files of this output's images/ folder (each checked as image_file checks a link)."""
         folder = self.folder / "images" if self.folder is not None else None
-        return sorted(p for p in folder.iterdir() if p.is_file()) if folder is not None and folder.is_dir() else []
+        if folder is None or not folder.is_dir():
+            return []
+        return sorted(p for p in (self.image_file(f"images/{entry.name}") for entry in folder.iterdir()) if p)
+
+    def image_file(self, link: str) -> Optional[Path]:
+        """The file a Markdown link such as `images/x.png` names, or None unless, once resolved (`..` and
+        symlinks followed), it is a regular file directly inside this output's own images/ folder.
+
+        Markdown is text a document can carry, so a link is never trusted as a path: this is the one
+        check every reader of images (the UI's inlining, results, zips) goes through.
+        """
+        if self.folder is None:
+            return None
+        try:
+            root = (self.folder / "images").resolve(strict=True)
+            path = (self.folder / link).resolve(strict=True)
+        except (OSError, RuntimeError):  # missing, a symlink loop, a name the OS refuses
+            return None
+        return path if path.parent == root and path.is_file() else None
 
 
 @dataclass(frozen=True)
@@ -91,7 +111,9 @@ def write_zip(outputs: list[FileOutput], dest: Path, wanted: Wanted) -> Path:
             if wanted.images:
                 members += [(p, f"images/{p.name}") for p in output.images()]
             for path, arcname in members:
-                if path is not None:
+                if path is not None and arcname.endswith("_pages.json"):  # per-page reasons: no server paths
+                    archive.writestr(f"{output.name}/{arcname}", redact_paths(path.read_text(encoding="utf-8")))
+                elif path is not None:
                     archive.write(path, f"{output.name}/{arcname}")
             if output.errors:
                 archive.writestr(f"{output.name}/errors.json", json.dumps(list(output.errors), indent=2))

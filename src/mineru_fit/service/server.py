@@ -58,6 +58,10 @@ def run_service(config: ServiceConfig, engine: EngineSpec, *, host: str, port: i
     require_extras(ui=ui)
     import uvicorn
 
+    from mineru_fit.service.core import STORE_NAME
+    from mineru_fit.service.disk import check_data_dir
+
+    check_data_dir(config.data_dir, STORE_NAME)  # a full or read-only data dir: one line, before anything starts
     sock = bind(host, port)
     handle = EngineHandle(engine, report)
     try:

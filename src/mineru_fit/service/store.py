@@ -9,6 +9,7 @@ run them in a thread.
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
 import time
@@ -16,7 +17,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
+from mineru_fit.errors import MineruFitError
 from mineru_fit.service.jobs import Job, JobFile, JobOptions, JobStatus
+
+logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 _SCHEMA = """
@@ -37,44 +41,78 @@ CREATE TABLE IF NOT EXISTS jobs (
     report        TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, seq);
+CREATE TABLE IF NOT EXISTS probe (id INTEGER PRIMARY KEY CHECK (id = 1), at REAL NOT NULL);
 """
 _COLUMNS = ("id", "status", "options", "files", "pages_total", "pages_done", "pages_failed", "attempts",
             "created_at", "started_at", "finished_at", "error", "report")
 
 
+class StoreError(MineruFitError):
+    """The job store could not be read or written (a full, read-only or failing disk); the message is the
+    database's own reason, with no path in it."""
+
+
 class JobStore:
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._lock = threading.Lock()
-        # isolation_level=None: we open transactions ourselves, so each write is one commit.
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")  # an accepted job survives a power cut, not just kill -9
-        version = self._db.execute("PRAGMA user_version").fetchone()[0]
-        if version not in (0, SCHEMA_VERSION):
-            raise RuntimeError(f"{path} was written by another mineru-fit (schema {version}) — use another --data-dir")
-        self._db.executescript(_SCHEMA)
-        self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # isolation_level=None: we open transactions ourselves, so each write is one commit.
+            self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(_reason(exc)) from exc
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")  # an accepted job survives a power cut, not just kill -9
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            if version not in (0, SCHEMA_VERSION):
+                raise RuntimeError(f"{path} was written by another mineru-fit (schema {version}) — use another --data-dir")
+            self._db.executescript(_SCHEMA)
+            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except sqlite3.Error as exc:
+            self._db.close()
+            raise StoreError(_reason(exc)) from exc
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
     def _write(self, sql: str, args: Iterable[Any] = ()) -> int:
+        """One statement in one transaction; StoreError with the database's reason when it cannot be written."""
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
             try:
-                cursor = self._db.execute(sql, tuple(args))
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            return cursor.rowcount
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    cursor = self._db.execute(sql, tuple(args))
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._rollback()
+                    raise
+                return cursor.rowcount
+            except sqlite3.Error as exc:
+                raise StoreError(_reason(exc)) from exc
+
+    def _rollback(self) -> None:
+        # After a full disk or an I/O error SQLite may have rolled the transaction back itself: a second
+        # ROLLBACK would raise "no transaction is active" and hide the error that matters.
+        if not self._db.in_transaction:
+            return
+        try:
+            self._db.execute("ROLLBACK")
+        except sqlite3.Error as exc:
+            logger.warning("job store: rollback failed too (%s); the first error follows", exc)
 
     def _rows(self, sql: str, args: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
-            return self._db.execute(sql, tuple(args)).fetchall()
+            try:
+                return self._db.execute(sql, tuple(args)).fetchall()
+            except sqlite3.Error as exc:
+                raise StoreError(_reason(exc)) from exc
+
+    def probe(self) -> None:
+        """One real write (StoreError when it fails): whether the store can record anything now."""
+        self._write("INSERT OR REPLACE INTO probe (id, at) VALUES (1, ?)", (time.time(),))
 
     # --- writes ------------------------------------------------------------------------------
     def add(self, job_id: str, options: JobOptions, files: tuple[JobFile, ...], pages_total: int) -> Job:
@@ -134,6 +172,13 @@ class JobStore:
         counts = {s.value: 0 for s in JobStatus}
         counts.update({status: n for status, n in self._rows("SELECT status, COUNT(*) FROM jobs GROUP BY status")})
         return counts
+
+
+def _reason(exc: BaseException) -> str:
+    """The database's or the OS's words for what failed, without the file's path."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc)
 
 
 def _job(row: tuple[Any, ...]) -> Job:

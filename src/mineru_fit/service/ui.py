@@ -69,8 +69,8 @@ def _inline_images(markdown: str, output: FileOutput) -> str:
         return markdown
 
     def data_url(match: re.Match[str]) -> str:
-        path = folder / match.group(1)
-        if not path.is_file():
+        path = output.image_file(match.group(1))
+        if path is None:  # a link out of the job's images/ (`..`, a symlink) stays a plain link
             return match.group(0)
         mime = mimetypes.guess_type(path.name)[0] or "image/png"
         return f"](data:{mime};base64,{base64.b64encode(path.read_bytes()).decode('ascii')})"

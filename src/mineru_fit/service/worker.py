@@ -67,13 +67,15 @@ class WorkerPool:
             if job_id in self._dropped:
                 self._dropped.discard(job_id)
                 continue
-            runner = self.runners[n]
-            if runner is None or not runner.alive or runner.jobs_run >= self.jobs_per_runner:
-                if runner is not None:
-                    await runner.stop()
-                runner = self.runners[n] = RunnerProcess(self.log_dir / f"worker-{n}.log")
+            # Counted as running from the moment it leaves the queue, so the service never sees a job
+            # that is in neither (it admits jobs by that count).
             self.running[job_id] = n
             try:
+                runner = self.runners[n]
+                if runner is None or not runner.alive or runner.jobs_run >= self.jobs_per_runner:
+                    if runner is not None:
+                        await runner.stop()
+                    runner = self.runners[n] = RunnerProcess(self.log_dir / f"worker-{n}.log")
                 await self.execute(job_id, runner)
             except asyncio.CancelledError:
                 raise
