@@ -34,6 +34,11 @@ def resolve_hardware(
     mode = f"cuda:{gpu_index}" if gpu_index is not None else settings.device_mode
     inventory = read_inventory(mode, simulate=simulate)
     if not inventory.has_gpu:
+        if gpu_index is None and (settings.device_mode or "").startswith("cuda"):
+            # The user asked for a GPU: running on the CPU instead would be a silent switch.
+            raise UsageError(f"MINERU_DEVICE_MODE={settings.device_mode} but no CUDA GPU was found "
+                             f"({inventory.reason}) — unset it (or set cpu) to run on the CPU, or plan for a card "
+                             "with --vram GB")
         from mineru_fit.devices.host import available_ram_bytes
 
         ram = available_ram_bytes() or 0

@@ -155,6 +155,8 @@ def _serve_builtin(args: ServeArgs, settings: Settings, plan: Plan, report: Plan
     options = BuiltinOptions.from_plan(plan, plan.model, host=args.host or _option(plan, "--host"),
                                        port=args.port or int(_option(plan, "--port") or 30000), device=device,
                                        **args.builtin_overrides)
+    for line in _header(report, reason) + [f"# note: {n}" for n in plan.notes]:
+        err_console.print(line, markup=False, highlight=False, soft_wrap=True)
     err_console.print(f"built-in engine at level {plan.level} on {plan.device.name} "
                       f"(predicted peak {human(plan.predicted_peak_bytes)})", highlight=False)
     run_server(options)

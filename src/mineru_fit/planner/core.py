@@ -27,6 +27,11 @@ def validate(request: PlanRequest, hw: Hardware, spec: ModelSpec) -> None:
             f"{engine} needs a CUDA GPU and none was found — use --engine builtin (runs on the CPU), "
             "or plan for a card with --vram GB or --simulate FILE"
         )
+    if request.tp_size > 1 and engine == "builtin":
+        raise PlanInputError(
+            "the built-in engine does not split one model across GPUs — use --dp-size "
+            "(one replica per GPU) or --engine sglang/vllm for --tp-size"
+        )
     gpus_needed = request.tp_size * request.dp_size
     if hw.is_cuda and gpus_needed > hw.gpu_count:
         where = f"--gpus gives {hw.gpu_count}" if hw.hypothetical else f"{hw.gpu_count} {'is' if hw.gpu_count == 1 else 'are'} available"
@@ -40,11 +45,6 @@ def validate(request: PlanRequest, hw: Hardware, spec: ModelSpec) -> None:
             "or plan for cards with --vram GB --gpus N"
         )
     if request.tp_size > 1:
-        if engine == "builtin":
-            raise PlanInputError(
-                "the built-in engine does not split one model across GPUs — use --dp-size "
-                "(one replica per GPU) or --engine sglang/vllm for --tp-size"
-            )
         heads = spec.text.num_heads
         if heads % request.tp_size:
             options = ", ".join(str(d) for d in range(1, heads + 1) if heads % d == 0)

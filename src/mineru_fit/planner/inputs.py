@@ -107,7 +107,7 @@ class Hardware:
         as it does on a real card."""
         total = int(vram_gib * GIB)
         cards = f"{gpu_count} × " if gpu_count > 1 else ""
-        budget, reason = total, f"--vram {vram_gib:g}: the whole card"
+        budget, reason = total, f"--vram {vram_gib:g}: " + (f"each of {gpu_count} cards" if gpu_count > 1 else "the whole card")
         if virtual_vram_bytes is not None and virtual_vram_bytes < total:
             budget = virtual_vram_bytes
             reason = f"MINERU_VIRTUAL_VRAM_SIZE={virtual_vram_bytes / GIB:g} (below the {vram_gib:g} GiB card)"
