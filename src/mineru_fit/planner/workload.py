@@ -91,9 +91,9 @@ def split_context(spec: ModelSpec, max_model_len: int) -> ContextSplit:
     per_token = spec.vision.pixels_per_token
     room = max_model_len - C.PROMPT_TOKENS
     full_layout = full_layout_tokens(spec)
-    # Content crops may take half the room; the layout page keeps its size while the minimum
-    # output still fits beside it, and below that takes what the minimum output leaves.
-    cap = max(int(room * C.CONTENT_IMAGE_SHARE), min(full_layout, room - C.MIN_OUTPUT_TOKENS))
+    # Content crops may take half the room and the layout page keeps its size, as long as the
+    # minimum output still fits beside them; below that, images get what the minimum output leaves.
+    cap = min(room - C.MIN_OUTPUT_TOKENS, max(int(room * C.CONTENT_IMAGE_SHARE), full_layout))
     cap = max(_smallest_image_tokens(spec), min(spec.image.max_pixels // per_token, cap))
     side_px = _token_side_px(spec)
     full_side = math.isqrt(full_layout)
