@@ -8,10 +8,10 @@ come out empty (its layout answer is noise), and against the flash tier, whose p
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
+from guide.env import isolate
 
 from mineru_fit.parsing.compare import LevelRun, agreement_by_type, block_text, block_type
 
@@ -88,11 +88,7 @@ def compare(*args: str, monkeypatch: pytest.MonkeyPatch):
     import mineru_fit.cli.commands  # noqa: F401  (registers every command)
     from mineru_fit.cli.app import app
 
-    for key in list(os.environ):
-        if key.startswith(("MINERU_", "CUDA_", "PYTORCH_")):
-            monkeypatch.delenv(key)
-    monkeypatch.setenv("MINERU_FIT_CONFIG", "/nonexistent/config.toml")
-    monkeypatch.setenv("MINERU_DEVICE_MODE", "cpu")
+    isolate(monkeypatch).setenv("MINERU_DEVICE_MODE", "cpu")
     return CliRunner().invoke(app, ["compare", *args])
 
 

@@ -13,18 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from guide.env import environ, isolate
 from guide.lines import covers, line
 
 ROOT = Path(__file__).parent.parent
 NVML = Path(__file__).parent / "data" / "nvml"
 BIN = Path(sys.executable).parent
 LAPTOP_8GB = NVML / "rtx4060_laptop_8gb.json"
-
-
-def environ(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MINERU_", "CUDA_", "PYTORCH_", "SGLANG_"))}
-    env.update(MINERU_FIT_CONFIG="/nonexistent/config.toml", COLUMNS="200", NO_COLOR="1", **extra)
-    return env
 
 
 def shell(text: str, *extra: str, env: dict[str, str] | None = None, cwd: Path = ROOT,
@@ -47,11 +42,7 @@ def in_process(app: Any, *args: str, env: dict[str, str]) -> Any:
 
 @pytest.fixture
 def clean(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
-    for key in list(os.environ):
-        if key.startswith(("MINERU_", "CUDA_", "PYTORCH_", "SGLANG_")):
-            monkeypatch.delenv(key)
-    monkeypatch.setenv("MINERU_FIT_CONFIG", "/nonexistent/config.toml")
-    return monkeypatch
+    return isolate(monkeypatch)
 
 
 # --- 方案2: the launcher ------------------------------------------------------------------------

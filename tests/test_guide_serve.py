@@ -9,13 +9,13 @@ hold answers one short line naming the nearest value that works.
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
 from pathlib import Path
 from typing import Any
 
 import pytest
+from guide.env import environ, isolate
 from guide.lines import covers, guide_lines, line
 
 # What each line's SGLang command must carry on the guide's card (the planner's mapping of its flags).
@@ -64,11 +64,7 @@ TINY_CONTEXT = 16384  # the tiny model's config is widened to the guide's longes
 
 @pytest.fixture
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
-    for key in list(os.environ):
-        if key.startswith(("MINERU_", "CUDA_", "PYTORCH_", "SGLANG_")):
-            monkeypatch.delenv(key)
-    monkeypatch.setenv("MINERU_FIT_CONFIG", "/nonexistent/config.toml")
-    return monkeypatch
+    return isolate(monkeypatch)
 
 
 def sglang_server(text: str, *extra: str, env: dict[str, str] | None = None) -> Any:
@@ -154,8 +150,7 @@ def test_the_console_entry_prints_that_line_alone(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MINERU_", "CUDA_", "PYTORCH_"))}
-    env.update(MINERU_FIT_CONFIG="/nonexistent/config.toml", MINERU_VIRTUAL_VRAM_SIZE="2", COLUMNS="80")
+    env = environ(MINERU_VIRTUAL_VRAM_SIZE="2")
     done = subprocess.run([str(Path(sys.executable).parent / "mineru-sglang-server"), "--mem-fraction-static", "0.1",
                            "--vram", "8", "--dry-run"], capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 2 and done.stdout == ""
