@@ -136,14 +136,15 @@ def test_the_table_shows_blocks_agreement_and_speed_per_level(monkeypatch):
     assert "75.0%" in shown and "2.00" in shown and "note: a note" in shown  # 1 − 1/4; 2 pages in 1 s
 
 
-@pytest.mark.parametrize("levels, message", [
-    ("none", "--levels needs two levels or more"),
-    ("none,none", "names a level twice"),
-    ("none,ludicrous", "'ludicrous' is not a level"),
+@pytest.mark.parametrize("name, levels, message", [
+    ("absent.pdf", "none,extreme", "absent.pdf does not exist — check the path"),
+    ("sample.pdf", "none", "--levels needs two levels or more"),
+    ("sample.pdf", "none,none", "names a level twice"),
+    ("sample.pdf", "none,ludicrous", "'ludicrous' is not a level"),
 ])
-def test_bad_levels_are_one_line_exit_2(levels, message, tiny, sample, monkeypatch):
+def test_bad_input_is_one_line_exit_2(name, levels, message, tiny, sample, monkeypatch):
     from mineru_fit.errors import UsageError
 
-    result = compare(str(sample), "--model", str(tiny), "--levels", levels, monkeypatch=monkeypatch)
+    result = compare(str(sample.with_name(name)), "--model", str(tiny), "--levels", levels, monkeypatch=monkeypatch)
     assert isinstance(result.exception, UsageError) and message in str(result.exception)
     assert len(str(result.exception).splitlines()) == 1

@@ -17,6 +17,7 @@ from mineru_fit.cli.hardware import resolve_hardware
 from mineru_fit.cli.parse_cmd import _model_dir as model_dir_for
 from mineru_fit.cli.parse_cmd import _quiet_libraries
 from mineru_fit.cli.plan_cmd import request_from_flags
+from mineru_fit.errors import UsageError
 from mineru_fit.parsing import DEFAULT_DPI, PageSelection, ParseOptions
 from mineru_fit.settings import load_settings
 
@@ -79,6 +80,9 @@ def compare_command(
     from mineru_fit.planner import make_report
 
     _quiet_libraries()
+    missing = [str(p) for p in inputs if not p.exists()]
+    if missing:  # before any model is loaded, twice
+        raise UsageError(f"{', '.join(missing)} does not exist — check the path")
     names = [n.strip() for n in levels.split(",") if n.strip()]
     settings = load_settings()
     model_id, model_dir = model_dir_for(model, settings)
