@@ -78,7 +78,7 @@ def test_profiles_show_the_guide_beside_the_planner() -> None:
     assert result.returncode == 0, result.stderr
     for card in ("8 GiB", "12 GiB", "16 GiB", "24 GiB"):
         assert card in result.stdout
-    assert "0.3 · 4-bit · 2048" in result.stdout
+    assert "0.4 · 4-bit · 1024" in result.stdout and "0.8 · 16-bit · 8192" in result.stdout
     rows = json.loads(run("--profiles", "--json").stdout)
     assert [r["vram_gib"] for r in rows] == [8, 12, 16, 24]
     assert all(r["guide"]["predicted_peak_bytes"] > 0 and r["auto"]["fits"] for r in rows)
@@ -91,8 +91,8 @@ def test_profiles_show_the_guide_beside_the_planner() -> None:
         (["--vram", "-4"], "is not a memory size"),
         (["--vram", "8", "--load-in-4bit", "--load-in-8bit"], "exclude each other"),
         (["--vram", "8", "--mem-fraction-static", "1.5"], "outside (0, 1]"),
-        (["--vram", "8", "--engine", "sglang", "--tp-size", "2"], "needs 2 GPUs"),
-        (["--vram", "8", "--max-model-len", "1000"], "too short"),
+        (["--vram", "8", "--gpus", "1", "--engine", "sglang", "--tp-size", "2"], "needs 2 GPUs but --gpus gives 1"),
+        (["--vram", "8", "--max-model-len", "300"], "shorter than one MinerU request"),
         (["--engine", "sglang", "--simulate", str(NVML / "nvml_missing.json")], "needs a CUDA GPU"),
         (["--engine", "tensorrt"], "tensorrt"),
         (["--level", "ludicrous"], "ludicrous"),

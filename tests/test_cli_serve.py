@@ -59,7 +59,7 @@ def test_the_guides_command_dry_run():
                  "--max-model-len", "2048", "--dry-run", "--vram", "8")
     assert result.returncode == 0, result.stderr
     words = command_line(result.stdout)
-    assert words[0] == "SGLANG_IMAGE_MAX_PIXELS=790272"
+    assert words[0] == "SGLANG_IMAGE_MAX_PIXELS=1073296"  # the 1036×1036 layout page, whole
     joined = " ".join(words)
     for part in ("-m sglang.launch_server --model-path opendatalab/MinerU2.5-2509-1.2B", "--context-length 2048",
                  "--mem-fraction-static 0.3", "--quantization bitsandbytes --load-format bitsandbytes",
@@ -113,7 +113,8 @@ def test_multi_gpu_maps_tp_and_dp_per_engine(engine: str, tp: str, dp: str):
     (["mineru-sglang-server", "--load-in-4bit", "--load-in-8bit", "--vram", "8"], "exclude each other"),
     (["mineru-fit", "serve", "--engine", "sglang", "--mem-fraction-static", "1.2", "--vram", "8"],
      "--mem-fraction-static: 1.2 is outside (0, 1]"),
-    (["mineru-fit", "serve", "--engine", "vllm", "--tp-size", "4", "--vram", "8"], "needs 4 GPUs but 1 is available"),
+    (["mineru-fit", "serve", "--engine", "vllm", "--tp-size", "4", "--vram", "8", "--gpus", "2"],
+     "needs 4 GPUs but --gpus gives 2 — use --gpus 4"),
     (["mineru-fit", "serve", "--engine", "vllm", "--vram", "8"], "vllm is not installed — pip install 'mineru-fit[vllm]'"),
     (["mineru-sglang-server", "--vram", "8"], "sglang is not installed — pip install 'mineru-fit[sglang]'"),
     (["mineru-fit", "serve", "--engine", "sglang", "--vram", "8", "--max-batch-size", "4", "--dry-run"],

@@ -25,9 +25,12 @@ def test_launch_blocking_is_flagged_and_not_when_unset() -> None:
     assert "CUDA_LAUNCH_BLOCKING" not in topics(env_findings({}), "warn")
 
 
-def test_small_max_split_is_flagged_and_expandable_segments_is_not() -> None:
-    bad = env_findings({"PYTORCH_CUDA_ALLOC_CONF": "max_split_size_mb:128"})
-    assert any("max_split_size_mb:128" in f.message for f in bad if f.severity == "warn")
+def test_the_guides_max_split_is_explained_beside_our_default_and_not_flagged() -> None:
+    guide = env_findings({"PYTORCH_CUDA_ALLOC_CONF": "max_split_size_mb:128"})
+    assert not [f for f in guide if f.severity in ("warn", "error")]
+    [info] = [f for f in guide if f.topic == "PYTORCH_CUDA_ALLOC_CONF"]
+    assert "max_split_size_mb:128 is yours and every engine gets it as given" in info.message
+    assert "blocks above 128 MB whole" in info.message and "expandable_segments:True" in info.message
     good = env_findings({"PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True"})
     assert not [f for f in good if f.severity in ("warn", "error")]
 

@@ -45,7 +45,7 @@ def test_sglang_extreme_on_an_8_gib_card(spec):
         "--load-format", "bitsandbytes", "--kv-cache-dtype", "fp8_e5m2", "--disable-cuda-graph",
         "--enable-metrics", "--disable-piecewise-cuda-graph",
     ]
-    assert dict(cmd.env) == {"SGLANG_IMAGE_MAX_PIXELS": "790272"}
+    assert dict(cmd.env) == {"SGLANG_IMAGE_MAX_PIXELS": "1073296"}  # the 1036×1036 layout page, whole
 
 
 def test_sglang_basic_pins_kv_tokens_and_graph_batch(spec):

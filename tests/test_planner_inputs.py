@@ -33,7 +33,7 @@ def test_request_validation(kwargs, message):
 @pytest.mark.parametrize(
     "hw, kwargs, message",
     [
-        (Hardware.from_vram(80), {"engine": "vllm", "tp_size": 2}, "needs 2 GPUs but 1 is available"),
+        (Hardware.from_vram(80), {"engine": "vllm", "tp_size": 2}, "needs 2 GPUs but --gpus gives 1 — use --gpus 2"),
         (Hardware.from_vram(80, gpu_count=4), {"engine": "vllm", "tp_size": 4}, "does not divide the model's 14 attention heads — use 1, 2, 7, 14"),
         (Hardware.from_vram(80, gpu_count=2), {"engine": "builtin", "tp_size": 2}, "does not split one model"),
         (Hardware.cpu(16 * GIB), {"engine": "sglang"}, "needs a CUDA GPU"),
@@ -41,7 +41,9 @@ def test_request_validation(kwargs, message):
          {"dtype": "bf16"}, "use --dtype float16"),
         (Hardware.from_gpu(name="T4", total_bytes=16 * GIB, free_bytes=16 * GIB, gpu_count=1, compute_capability=(7, 5)),
          {"engine": "sglang", "load_in_8bit": True}, "no 8-bit weight path"),
-        (Hardware.from_vram(8), {"max_model_len": 1024}, "too short for MinerU's layout step"),
+        (Hardware.from_vram(8), {"max_model_len": 300}, "shorter than one MinerU request (64 image tokens at the "
+         "smallest image + 32 prompt + 256 output) — use at least 352"),
+        (Hardware.from_vram(8), {"max_model_len": 40000}, "longer than the model's 32768-token context — use at most 32768"),
         (Hardware.from_vram(8), {"kv_cache_dtype": "fp8"}, "built-in engine keeps its KV cache"),
     ],
 )

@@ -61,6 +61,29 @@ def test_short_context_lowers_pixel_cap_and_output_cap_together(spec):
     assert long.max_image_pixels == spec.image.max_pixels  # 1605632: the processor's own cap
 
 
+def test_a_short_context_shrinks_the_layout_page_down_to_one_requests_minimum(spec):
+    from mineru_fit.errors import PlanInputError
+    from mineru_fit.planner.workload import full_layout_model_len, min_model_len
+
+    assert (min_model_len(spec), full_layout_model_len(spec)) == (352, 1657)
+    previous = None
+    for max_len in range(352, 4097, 7):
+        split = split_context(spec, max_len)
+        # Every image, the layout page included, is capped at max_image_pixels by the engines.
+        assert split.layout_image_tokens <= split.content_image_tokens == split.max_image_pixels // 784
+        assert split.content_image_tokens + 32 + split.max_new_tokens == max_len
+        assert split.max_new_tokens >= 256 and split.layout_side_px % 28 == 0
+        assert split.layout_shrunk == (max_len < 1657) == (split.degradation() is not None)
+        if previous is not None:  # a longer context never reads a smaller page
+            assert split.layout_side_px >= previous.layout_side_px
+        previous = split
+    short = split_context(spec, 1024)
+    assert (short.layout_side_px, short.max_new_tokens, short.max_image_pixels) == (756, 256, 736 * 784)
+    assert split_context(spec, 352).layout_side_px == 224  # the processor's smallest image: 8×8 tokens
+    with pytest.raises(PlanInputError, match="use at least 352"):
+        split_context(spec, 351)
+
+
 def test_terms_sum_to_the_predicted_peak(spec):
     for engine in ("builtin", "sglang", "vllm"):
         for plan in plan_levels(spec, Hardware.from_vram(16), PlanRequest(engine=engine)):

@@ -18,6 +18,7 @@ from typing import Mapping, Optional
 
 from mineru_fit import __version__
 from mineru_fit.devices.types import Inventory
+from mineru_fit.settings import DEFAULT_ALLOC_CONF
 from mineru_fit.units import gib
 
 PACKAGES: dict[str, str] = {
@@ -40,8 +41,6 @@ ENV_VARS = (
     "CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", "CUDA_LAUNCH_BLOCKING", "PYTORCH_NO_CUDA_MEMORY_CACHING",
     "HF_ENDPOINT", "HF_HUB_OFFLINE", "HF_HOME", "MINERU_FIT_CONFIG",
 )
-# Below this, max_split_size_mb leaves most image-sized blocks unsplittable-yet-unreusable.
-SMALL_SPLIT_MB = 512
 
 
 @dataclass(frozen=True)
@@ -80,34 +79,45 @@ def _alloc_conf_items(value: str) -> dict[str, str]:
     return items
 
 
+LAUNCH_BLOCKING_MESSAGE = (
+    "every CUDA kernel launch waits for the GPU to finish it: a large slowdown meant for debugging "
+    "(it saves no memory) — unset it"
+)
+
+
+def alloc_conf_explanation(value: str) -> str:
+    """What the user's PYTORCH_CUDA_ALLOC_CONF does, beside the default mineru-fit would set."""
+    items = _alloc_conf_items(value)
+    parts = []
+    split = items.get("max_split_size_mb")
+    if split is not None:
+        parts.append(f"max_split_size_mb:{split} keeps cached blocks above {split} MB whole (never split), "
+                     "which limits fragmentation by large blocks")
+    if "expandable_segments" in items:
+        parts.append(f"expandable_segments:{items['expandable_segments']} "
+                     + ("grows segments in place" if items["expandable_segments"].lower() == "true"
+                        else "keeps fixed-size segments"))
+    what = "; ".join(parts) or "allocator settings of your own"
+    return (f"{value} is yours and every engine gets it as given ({what}); unset, mineru-fit gives the built-in "
+            f"engine {DEFAULT_ALLOC_CONF}, which grows segments so images of varying size reuse memory")
+
+
 def env_findings(environ: Mapping[str, str]) -> list[Finding]:
     """Settings known to hurt speed or memory, each with what to do instead."""
     found: list[Finding] = []
     if environ.get("CUDA_LAUNCH_BLOCKING", "").strip().lower() in {"1", "true", "yes"}:
-        found.append(Finding("warn", "CUDA_LAUNCH_BLOCKING",
-                             "CUDA_LAUNCH_BLOCKING=1 serialises every kernel launch (a debugging aid) and saves "
-                             "no memory — unset it"))
+        found.append(Finding("warn", "CUDA_LAUNCH_BLOCKING", LAUNCH_BLOCKING_MESSAGE))
     alloc = environ.get("PYTORCH_CUDA_ALLOC_CONF")
     if alloc:
         items = _alloc_conf_items(alloc)
-        split = items.get("max_split_size_mb")
-        if split is not None:
-            try:
-                small = int(split) < SMALL_SPLIT_MB
-            except ValueError:
-                small = True
-            if small:
-                found.append(Finding("warn", "PYTORCH_CUDA_ALLOC_CONF",
-                                     f"max_split_size_mb:{split}: cached blocks above {split} MB are never split, so images "
-                                     "of varying size cannot share them — more reserved memory and cache flushes; "
-                                     "use expandable_segments:True instead"))
+        found.append(Finding("info", "PYTORCH_CUDA_ALLOC_CONF", alloc_conf_explanation(alloc)))
         if items.get("expandable_segments", "").lower() == "false":
             found.append(Finding("info", "PYTORCH_CUDA_ALLOC_CONF",
                                  "expandable_segments:False: variable image sizes fragment the cache — "
                                  "expandable_segments:True avoids that"))
     else:
         found.append(Finding("info", "PYTORCH_CUDA_ALLOC_CONF",
-                             "unset: the built-in engine sets expandable_segments:True for its process"))
+                             f"unset: the built-in engine sets {DEFAULT_ALLOC_CONF} for its process"))
     if environ.get("PYTORCH_NO_CUDA_MEMORY_CACHING", "").strip() in {"1", "true"}:
         found.append(Finding("warn", "PYTORCH_NO_CUDA_MEMORY_CACHING",
                              "the caching allocator is off: every tensor is a cudaMalloc, which is slow — unset it"))

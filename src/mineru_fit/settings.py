@@ -24,6 +24,9 @@ from pydantic_settings import (
 from mineru_fit.errors import SettingsError
 
 DEFAULT_CONFIG_PATH = Path("~/.config/mineru-fit/config.toml")
+# What the built-in engine runs with when PYTORCH_CUDA_ALLOC_CONF is unset: variable image sizes
+# fragment the caching allocator, and expandable segments avoid that. A value the user set stays.
+DEFAULT_ALLOC_CONF = "expandable_segments:True"
 _DEVICE_MODE = re.compile(r"^(cuda(:\d+)?|cpu|mps)$")
 
 

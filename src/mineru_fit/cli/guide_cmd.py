@@ -10,14 +10,13 @@ with MinerU's own mineru-sglang-server.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Optional
 
 import typer
 from rich.markup import escape
 
 from mineru_fit.cli.app import err_console
-from mineru_fit.cli.options import LevelChoice
+from mineru_fit.cli.options import Gpu, Gpus, LevelChoice, Simulate, Vram
 from mineru_fit.cli.serve_run import ServeArgs, run_serve
 from mineru_fit.errors import MineruFitError
 
@@ -45,9 +44,10 @@ def sglang_server(
     port: Optional[int] = typer.Option(None, "--port", min=1, max=65535, help="Port (default 30000)."),
     level: LevelChoice = typer.Option(LevelChoice.auto, "--level", help="Optimisation level, or auto."),
     concurrency: Optional[int] = typer.Option(None, "--concurrency", help="Requests in flight (default 8)."),
-    vram: Optional[float] = typer.Option(None, "--vram", help="Plan for a card of this many GiB."),
-    gpu: Optional[int] = typer.Option(None, "--gpu", help="Plan for CUDA GPU N."),
-    simulate: Optional[Path] = typer.Option(None, "--simulate", help="Plan for the GPUs in a recorded snapshot."),
+    vram: Vram = None,
+    gpus: Gpus = None,
+    gpu: Gpu = None,
+    simulate: Simulate = None,
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the exact command and environment; start nothing."),
     health_timeout: float = typer.Option(900.0, "--health-timeout", min=1, help="Seconds to wait for /health."),
     max_attempts: int = typer.Option(3, "--max-attempts", min=1, help="Levels to try when memory runs out."),
@@ -55,7 +55,7 @@ def sglang_server(
     """Plan SGLang for this GPU with the guide's flags and start it (or print it with --dry-run)."""
     run_serve(
         ServeArgs(
-            engine="sglang", level=level.value, vram=vram, gpu=gpu, simulate=simulate, concurrency=concurrency,
+            engine="sglang", level=level.value, vram=vram, gpus=gpus, gpu=gpu, simulate=simulate, concurrency=concurrency,
             max_model_len=max_model_len, mem_fraction_static=mem_fraction_static, load_in_4bit=load_in_4bit,
             load_in_8bit=load_in_8bit, dtype=dtype, kv_cache_dtype=kv_cache_dtype, tp_size=tp_size, dp_size=dp_size,
             model=model, host=host, port=port, dry_run=dry_run, health_timeout_s=health_timeout,

@@ -26,12 +26,19 @@ def resolve_hardware(
             raise UsageError(f"--vram {vram_gib:g} is not a memory size — give the card's GiB, e.g. --vram 8")
         if simulate is not None or gpu_index is not None:
             raise UsageError("--vram plans for a hypothetical card: drop --gpu/--simulate, or drop --vram")
-        return Hardware.from_vram(vram_gib, gpu_count=gpus or 1)
+        # A hypothetical setup has as many cards as --tp-size × --dp-size use, unless --gpus says.
+        return Hardware.from_vram(vram_gib, gpu_count=gpus or max(1, gpus_used),
+                                  virtual_vram_bytes=settings.virtual_vram_bytes)
     from mineru_fit.devices import read_inventory
 
     mode = f"cuda:{gpu_index}" if gpu_index is not None else settings.device_mode
     inventory = read_inventory(mode, simulate=simulate)
     if not inventory.has_gpu:
+        if gpu_index is None and (settings.device_mode or "").startswith("cuda"):
+            # The user asked for a GPU: running on the CPU instead would be a silent switch.
+            raise UsageError(f"MINERU_DEVICE_MODE={settings.device_mode} but no CUDA GPU was found "
+                             f"({inventory.reason}) — unset it (or set cpu) to run on the CPU, or plan for a card "
+                             "with --vram GB")
         from mineru_fit.devices.host import available_ram_bytes
 
         ram = available_ram_bytes() or 0

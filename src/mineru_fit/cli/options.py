@@ -29,7 +29,8 @@ class LevelChoice(str, Enum):
 Vram = Annotated[Optional[float], typer.Option("--vram", help="Plan for a card of this many GiB (hypothetical).")]
 Gpu = Annotated[Optional[int], typer.Option("--gpu", help="Plan for (and run on) CUDA GPU N of this machine.")]
 Simulate = Annotated[Optional[Path], typer.Option("--simulate", help="Plan for the GPUs in a recorded snapshot (JSON).")]
-Gpus = Annotated[Optional[int], typer.Option("--gpus", min=1, help="How many identical GPUs (with --vram).")]
+Gpus = Annotated[Optional[int], typer.Option("--gpus", min=1, help="How many identical GPUs (with --vram; "
+                                                                  "default: --tp-size × --dp-size).")]
 Engine = Annotated[EngineChoice, typer.Option("--engine", help="builtin, sglang, vllm or auto.")]
 Level = Annotated[LevelChoice, typer.Option("--level", help="Optimisation level, or auto.")]
 Concurrency = Annotated[Optional[int], typer.Option("--concurrency", help="Requests in flight (default 8).")]

@@ -87,6 +87,8 @@ def render_report(report: PlanReport, hw: Hardware, engine_reason: str, model_na
     console.print(f"  {env + ' ' if env else ''}{shlex.join(plan.argv)}", soft_wrap=True, highlight=False)
     for note in plan.notes:
         console.print(f"  [dim]note:[/] {note}", soft_wrap=True)
+    for warning in plan.warnings:
+        console.print(f"  [yellow]warning:[/] {warning}", soft_wrap=True)
     for problem in plan.problems:
         console.print(f"  [red]problem:[/] {problem}", soft_wrap=True)
 
@@ -117,8 +119,8 @@ def render_profiles(spec, engine: str, model: Optional[str], as_json: bool) -> N
             f"{a.level}, {human(a.predicted_peak_bytes)}",
         )
     console.print(table)
-    console.print("[dim]guide's flags: --mem-fraction-static · --load-in-4bit/8bit · --max-model-len. 8 GiB is the guide's own "
-                  "command; 12–24 GiB follow its pattern. Peaks are predictions (docs/memory-model.md).[/]")
+    console.print("[dim]guide's flags: --mem-fraction-static · --load-in-4bit/8bit · --max-model-len, as its per-card "
+                  "section gives them. Peaks are predictions (docs/memory-model.md).[/]")
 
 
 @app.command("plan")
@@ -166,6 +168,10 @@ def plan_command(
         typer.echo(report.model_dump_json(indent=2))
         return
     render_report(report, hw, engine_reason, spec.name)
+    if report.plan.level == "flash" and level is LevelChoice.auto:
+        from mineru_fit.planner.nearest import nearest_fit
+
+        console.print(f"[bold]nearest:[/] {nearest_fit(spec, hw, request, report)}", soft_wrap=True, highlight=False)
     if hw.is_cuda and engine is EngineChoice.auto and level is LevelChoice.auto:
         others = []
         for name in ("builtin", "sglang", "vllm"):

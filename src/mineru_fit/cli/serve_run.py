@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,8 +87,9 @@ def plan_serve(args: ServeArgs, settings: Settings, *, allow_flash: bool = False
     spec = load_spec(model_id, models_dir=settings.models_dir)
     report = make_report(spec, hw, request, user_alloc_conf=settings.pytorch_cuda_alloc_conf)
     if report.plan.level == "flash" and not allow_flash:
-        raise UsageError(f"no {engine} level fits ({report.reason}) — free GPU memory, lower --concurrency or "
-                         "--max-model-len, or parse born-digital PDFs without a model (mineru-fit parse --tier flash)")
+        from mineru_fit.planner.nearest import nearest_fit
+
+        raise UsageError(nearest_fit(spec, hw, request, report))
     return report, reason
 
 
@@ -114,7 +116,16 @@ def _header(report: PlanReport, reason: str) -> list[str]:
         f"# engine: {plan.engine} ({reason}); level {plan.level}: {report.reason}",
         f"# predicted peak {human(plan.predicted_peak_bytes)} of a {human(plan.budget_bytes)} budget "
         f"({plan.device.budget_reason})",
+        *warning_lines(plan),
     ]
+
+
+def warning_lines(plan: Plan) -> list[str]:
+    """What the plan gives up, and environment settings that slow the engine down (the doctor's rules)."""
+    from mineru_fit.doctor import env_findings
+
+    found = [f"{f.topic}: {f.message}" for f in env_findings(os.environ) if f.severity == "warn"]
+    return [f"# warning: {w}" for w in [*plan.warnings, *found]]
 
 
 def _print_command(lines: list[str], env: dict[str, str], shell_line: str) -> None:
@@ -144,6 +155,8 @@ def _serve_builtin(args: ServeArgs, settings: Settings, plan: Plan, report: Plan
     options = BuiltinOptions.from_plan(plan, plan.model, host=args.host or _option(plan, "--host"),
                                        port=args.port or int(_option(plan, "--port") or 30000), device=device,
                                        **args.builtin_overrides)
+    for line in _header(report, reason) + [f"# note: {n}" for n in plan.notes]:
+        err_console.print(line, markup=False, highlight=False, soft_wrap=True)
     err_console.print(f"built-in engine at level {plan.level} on {plan.device.name} "
                       f"(predicted peak {human(plan.predicted_peak_bytes)})", highlight=False)
     run_server(options)

@@ -15,7 +15,7 @@ from rich.console import Console
 
 from mineru_fit.cli.app import app
 from mineru_fit.cli.options import (
-    Concurrency, DryRun, Dtype, Engine, EngineChoice, Gpu, GpuMemoryUtilization, HealthTimeout,
+    Concurrency, DryRun, Dtype, Engine, EngineChoice, Gpu, GpuMemoryUtilization, Gpus, HealthTimeout,
     Level, LevelChoice, LoadIn4bit, LoadIn8bit, MaxAttempts, MaxModelLen, MemFractionStatic, Model,
     Simulate, Vram,
 )
@@ -54,6 +54,7 @@ def _command(ui: bool, default_port: int) -> Callable[..., None]:
         model: Model = None,
         gpu: Gpu = None,
         vram: Vram = None,
+        gpus: Gpus = None,
         simulate: Simulate = None,
         concurrency: Concurrency = None,
         max_model_len: MaxModelLen = None,
@@ -72,7 +73,8 @@ def _command(ui: bool, default_port: int) -> Callable[..., None]:
 
         settings = load_settings()
         serve = ServeArgs(
-            engine=engine.value, level=level.value, gpu=gpu, vram=vram, simulate=simulate, concurrency=concurrency, max_model_len=max_model_len,
+            engine=engine.value, level=level.value, gpu=gpu, vram=vram, gpus=gpus, simulate=simulate, concurrency=concurrency,
+            max_model_len=max_model_len,
             mem_fraction_static=mem_fraction_static, gpu_memory_utilization=gpu_memory_utilization,
             load_in_4bit=load_in_4bit, load_in_8bit=load_in_8bit, dtype=dtype, model=model, port=engine_port,
             dry_run=dry_run, health_timeout_s=health_timeout, max_attempts=max_attempts,

@@ -12,13 +12,11 @@ from typing import Optional
 
 from mineru_fit.planner.equations import Resolved, Sizing
 from mineru_fit.planner.levels import Quant
-
-DEFAULT_ALLOC_CONF = "expandable_segments:True"
+from mineru_fit.settings import DEFAULT_ALLOC_CONF
 
 
 def _alloc_env(user_alloc_conf: Optional[str]) -> dict[str, str]:
-    # Variable image sizes fragment the caching allocator; expandable segments avoid that.
-    # A value the user set is theirs and stays.
+    # A value the user set is theirs and stays (settings.DEFAULT_ALLOC_CONF says why ours).
     return {"PYTORCH_CUDA_ALLOC_CONF": user_alloc_conf or DEFAULT_ALLOC_CONF}
 
 

@@ -15,6 +15,7 @@ from mineru_fit.planner.inputs import Hardware, PlanRequest
 from mineru_fit.planner.levels import LEVEL_INTENT, LEVEL_KNOBS, MODEL_LEVELS, Level, Quant
 from mineru_fit.planner.plan import TERM_KEYS, DeviceSummary, Plan, PlanReport
 from mineru_fit.planner.workload import split_context
+from mineru_fit.settings import DEFAULT_ALLOC_CONF
 from mineru_fit.units import gib
 
 
@@ -26,19 +27,24 @@ def validate(request: PlanRequest, hw: Hardware, spec: ModelSpec) -> None:
             f"{engine} needs a CUDA GPU and none was found — use --engine builtin (runs on the CPU), "
             "or plan for a card with --vram GB or --simulate FILE"
         )
+    if request.tp_size > 1 and engine == "builtin":
+        raise PlanInputError(
+            "the built-in engine does not split one model across GPUs — use --dp-size "
+            "(one replica per GPU) or --engine sglang/vllm for --tp-size"
+        )
     gpus_needed = request.tp_size * request.dp_size
     if hw.is_cuda and gpus_needed > hw.gpu_count:
+        where = f"--gpus gives {hw.gpu_count}" if hw.hypothetical else f"{hw.gpu_count} {'is' if hw.gpu_count == 1 else 'are'} available"
         raise PlanInputError(
-            f"--tp-size {request.tp_size} × --dp-size {request.dp_size} needs {gpus_needed} GPUs but "
-            f"{hw.gpu_count} {'is' if hw.gpu_count == 1 else 'are'} available — lower them"
-            + (" or pass --gpus N with --vram" if hw.budget_reason.startswith("--vram") else "")
+            f"--tp-size {request.tp_size} × --dp-size {request.dp_size} needs {gpus_needed} GPUs but {where} — "
+            + (f"use --gpus {gpus_needed} or lower them" if hw.hypothetical else "lower them")
+        )
+    if not hw.is_cuda and gpus_needed > 1:
+        raise PlanInputError(
+            f"--tp-size/--dp-size spread the model over GPUs and no CUDA GPU was found — drop them, "
+            "or plan for cards with --vram GB --gpus N"
         )
     if request.tp_size > 1:
-        if engine == "builtin":
-            raise PlanInputError(
-                "the built-in engine does not split one model across GPUs — use --dp-size "
-                "(one replica per GPU) or --engine sglang/vllm for --tp-size"
-            )
         heads = spec.text.num_heads
         if heads % request.tp_size:
             options = ", ".join(str(d) for d in range(1, heads + 1) if heads % d == 0)
@@ -62,6 +68,12 @@ def validate(request: PlanRequest, hw: Hardware, spec: ModelSpec) -> None:
             f"or --engine builtin (bitsandbytes int8)"
         )
     if request.max_model_len is not None:
+        longest = spec.text.max_position_embeddings
+        if request.max_model_len > longest:
+            raise PlanInputError(
+                f"--max-model-len {request.max_model_len} is longer than the model's {longest}-token context "
+                f"— use at most {longest}"
+            )
         split_context(spec, request.max_model_len)  # raises with the shortest usable length
 
 
@@ -98,6 +110,9 @@ def _resolve(spec: ModelSpec, hw: Hardware, request: PlanRequest, level: Level,
     kv_fp8 = engine != "builtin" and hw.supports_fp8 and (knobs.kv_fp8 or request.kv_cache_dtype == "fp8")
     if knobs.kv_fp8 and engine == "builtin":
         notes.append("the built-in engine keeps KV in the compute dtype")
+    if request.memory_fraction is not None and not hw.is_cuda:
+        notes.append(f"--mem-fraction-static {request.memory_fraction:g} is a share of GPU memory: on the CPU "
+                     "it does not apply (the budget is RAM)")
     full_len = spec.text.max_position_embeddings
     max_len = request.max_model_len or min(knobs.max_model_len or full_len, full_len)
     concurrency = request.concurrency or C.DEFAULT_CONCURRENCY
@@ -135,6 +150,15 @@ def _resolve(spec: ModelSpec, hw: Hardware, request: PlanRequest, level: Level,
         sized_kv=knobs.sized_kv, user_fraction=request.memory_fraction,
         tp_size=request.tp_size, dp_size=request.dp_size,
     )
+
+
+def _overrides(request: PlanRequest) -> str:
+    """The user's flags that every level takes as given, whatever the level's own intent says."""
+    given = [f"{request.forced_weight_bits}-bit weights" if request.forced_weight_bits else "",
+             f"context {request.max_model_len}" if request.max_model_len else "",
+             f"memory share {request.memory_fraction:g}" if request.memory_fraction is not None else ""]
+    given = [g for g in given if g]
+    return f" — your flags override: {', '.join(given)}" if given else ""
 
 
 def _fits(hw: Hardware, sizing: Sizing) -> bool:
@@ -199,11 +223,14 @@ def plan_levels(spec: ModelSpec, hw: Hardware, request: PlanRequest,
     prev: Optional[Resolved] = None
     prev_kv_tokens = 0
     for level in MODEL_LEVELS:
-        notes: list[str] = [LEVEL_INTENT[level]]
+        notes: list[str] = [LEVEL_INTENT[level] + _overrides(request)]
         asked = _resolve(spec, hw, request, level, prev, prev_kv_tokens, notes)
         r, s = _size(spec, hw, asked, LEVEL_KNOBS[level].shrink_to_fit)
         if r.batch < asked.batch:
             notes.append(f"batch lowered from {asked.batch} to {r.batch} to fit the budget")
+        if user_alloc_conf and hw.is_cuda:
+            notes.append(f"PYTORCH_CUDA_ALLOC_CONF={user_alloc_conf} is yours and passed on as given (unset, the "
+                         f"built-in engine gets {DEFAULT_ALLOC_CONF}; `mineru-fit doctor` explains both)")
         if hw.is_cuda and hw.compute_capability is None:
             notes.append("GPU generation unknown: assuming bf16 and fp8 support (compute capability 8.9+)")
         if hw.is_cuda:
@@ -219,6 +246,7 @@ def plan_levels(spec: ModelSpec, hw: Hardware, request: PlanRequest,
             weight_format=r.quant.value, kv_cache_dtype=r.kv_dtype, memory_fraction=s.fraction,
             tp_size=r.tp_size, dp_size=r.dp_size, model=request.model, device=_device_summary(hw),
             argv=argv, env=env, notes=notes, problems=list(s.problems),
+            warnings=[w for w in (r.context.degradation(),) if w],
         ))
         prev, prev_kv_tokens = r, s.kv_tokens
     plans.append(_flash_plan(request, hw))

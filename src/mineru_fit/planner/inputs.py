@@ -86,6 +86,7 @@ class Hardware:
     gpu_count: int = 1
     compute_capability: Optional[tuple[int, int]] = None
     budget_reason: str = ""
+    hypothetical: bool = False  # a card from --vram, not one read from a machine
 
     @property
     def is_cuda(self) -> bool:
@@ -101,17 +102,24 @@ class Hardware:
         return self.is_cuda and (self.compute_capability is None or self.compute_capability >= (8, 9))
 
     @classmethod
-    def from_vram(cls, vram_gib: float, gpu_count: int = 1) -> "Hardware":
-        """A hypothetical card of `vram_gib` GiB, all of it free."""
+    def from_vram(cls, vram_gib: float, gpu_count: int = 1, virtual_vram_bytes: Optional[int] = None) -> "Hardware":
+        """A hypothetical card of `vram_gib` GiB, all of it free; MINERU_VIRTUAL_VRAM_SIZE caps the budget
+        as it does on a real card."""
         total = int(vram_gib * GIB)
+        cards = f"{gpu_count} × " if gpu_count > 1 else ""
+        budget, reason = total, f"--vram {vram_gib:g}: " + (f"each of {gpu_count} cards" if gpu_count > 1 else "the whole card")
+        if virtual_vram_bytes is not None and virtual_vram_bytes < total:
+            budget = virtual_vram_bytes
+            reason = f"MINERU_VIRTUAL_VRAM_SIZE={virtual_vram_bytes / GIB:g} (below the {vram_gib:g} GiB card)"
         return cls(
             device="cuda",
-            name=f"{vram_gib:g} GiB GPU",
+            name=f"{cards}{vram_gib:g} GiB GPU",
             total_bytes=total,
             free_bytes=total,
-            budget_bytes=total,
+            budget_bytes=budget,
             gpu_count=gpu_count,
-            budget_reason=f"--vram {vram_gib:g}: the whole card",
+            budget_reason=reason,
+            hypothetical=True,
         )
 
     @classmethod

@@ -52,6 +52,9 @@ class Plan(BaseModel):
     argv: list[str]
     env: dict[str, str]
     notes: list[str] = Field(default_factory=list)
+    warnings: list[str] = Field(
+        default_factory=list, description="what the plan gives up to fit, e.g. a smaller layout page for a short context"
+    )
     problems: list[str] = Field(default_factory=list, description="why it does not fit, with what to change")
 
     def to_json(self) -> str:

@@ -33,14 +33,12 @@ class GuideProfile:
         return f"{self.mem_fraction_static} · {quant} · {self.max_model_len}"
 
 
-# The 8 GB line is the guide's own command (`mineru-sglang-server --mem-fraction-static 0.3
-# --load-in-4bit --max-model-len 2048`). The larger cards follow the guide's pattern of a
-# larger share, lighter quantization and a longer context per step up in memory.
+# The guide's "针对不同显存大小的优化策略" section, line by line (tests/guide/GUIDE.md).
 GUIDE_PROFILES: tuple[GuideProfile, ...] = (
-    GuideProfile(8, 0.3, 2048, load_in_4bit=True, source="the guide's command"),
-    GuideProfile(12, 0.4, 4096, load_in_8bit=True, source="the guide's pattern"),
-    GuideProfile(16, 0.5, 8192, source="the guide's pattern"),
-    GuideProfile(24, 0.7, 16384, source="the guide's pattern"),
+    GuideProfile(8, 0.4, 1024, load_in_4bit=True, source="the guide's 8 GB command"),
+    GuideProfile(12, 0.5, 2048, load_in_8bit=True, source="the guide's 12 GB command"),
+    GuideProfile(16, 0.6, 4096, load_in_8bit=True, source="the guide's 16 GB command"),
+    GuideProfile(24, 0.8, 8192, source="the guide's 24 GB+ command"),
 )
 
 
