@@ -4,6 +4,7 @@ parse, file for file, for flash and for the vlm tier (a tiny random Qwen2-VL); c
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,8 @@ from typing import Any
 
 import pytest
 
+# Ray's token authentication, on for every cluster here; read from the environment when ray is imported.
+os.environ.setdefault("RAY_AUTH_MODE", "token")
 ray = pytest.importorskip("ray")
 pytest.importorskip("ray.data")
 pytest.importorskip("docvortex")

@@ -59,9 +59,21 @@ def _summary(plan: Any, hw: Any) -> str:
             f" — predicted peak {human(plan.predicted_peak_bytes)} of {human(hw.budget_bytes)} ({hw.budget_reason})")
 
 
-async def start_engine(spec: ActorJob, restarts: int, say: Callable[[str], None]) -> tuple[ActorEngine, dict[str, Any]]:
-    """Plan for this actor's device (one level lower per earlier death) and start its engine."""
-    from mineru_fit.parsing.vlm.backends import InProcessBackend, ServerBackend
+@dataclass(frozen=True)
+class ActorPlan:
+    """What an actor will run, decided before anything loads (so the driver shows it at once)."""
+
+    label: str
+    info: dict[str, Any]
+    device: Optional[ActorDevice] = None
+    model_dir: Optional[Path] = None
+    levels: tuple[Any, ...] = ()
+    settings: Any = None
+    error: Optional[str] = None       # why this actor cannot parse (no level fits, no model on this node)
+
+
+def plan_actor(spec: ActorJob, restarts: int) -> ActorPlan:
+    """Plan for this actor's device, one level lower per earlier death of the actor."""
     from mineru_fit.settings import load_settings
 
     job = spec.job
@@ -69,30 +81,41 @@ async def start_engine(spec: ActorJob, restarts: int, say: Callable[[str], None]
     device = actor_device(settings)
     label = node_label(device)
     if job.server_url:
-        backend = ServerBackend(job.server_url, concurrency=job.request.concurrency, max_new_tokens=job.max_new_tokens,
-                                max_model_len=job.request.max_model_len)
-        await backend.start()
-        return ActorEngine(backend, label), {"label": label, "summary": f"client of {job.server_url}"}
+        return ActorPlan(label, {"label": label, "summary": f"client of {job.server_url}"}, device, settings=settings)
     model_dir = _model_dir(spec)
-    engine = job.engine
-    request = job.request.model_copy(update={"engine": engine, "model": str(model_dir),
-                                             **({"port": _free_port()} if engine != "builtin" else {})})
+    request = job.request.model_copy(update={"engine": job.engine, "model": str(model_dir),
+                                             **({"port": _free_port()} if job.engine != "builtin" else {})})
     report = actor_plan(model_dir, device, request, settings)
     levels = model_levels(report, restarts)
     info = _plan_info(label, device, report, levels, restarts)
-    if not levels:
-        raise MineruFitError(f"no model level fits {device.hardware.name} ({report.reason}) — free memory on it, "
-                             "or parse these documents with --tier flash")
-    if engine == "builtin":
-        backend = InProcessBackend(levels, model_dir, device=device.engine_device, max_new_tokens=job.max_new_tokens)
+    error = None if levels else (f"no model level fits {device.hardware.name} ({report.reason}) — free memory on it, "
+                                 "or parse these documents with --tier flash")
+    return ActorPlan(label, info, device, model_dir, levels, settings, error)
+
+
+async def start_engine(spec: ActorJob, planned: ActorPlan, say: Callable[[str], None]) -> ActorEngine:
+    """Start the engine `planned` names: in this process, as a supervised server, or a client of --server."""
+    from mineru_fit.parsing.vlm.backends import InProcessBackend, ServerBackend
+
+    job = spec.job
+    if job.server_url:
+        backend = ServerBackend(job.server_url, concurrency=job.request.concurrency, max_new_tokens=job.max_new_tokens,
+                                max_model_len=job.request.max_model_len)
         await backend.start()
-        return ActorEngine(backend, label, info=info), info
-    server = SupervisedServer(levels, settings, say)
+        return ActorEngine(backend, planned.label)
+    levels = planned.levels
+    if job.engine == "builtin":
+        assert planned.device is not None and planned.model_dir is not None
+        backend = InProcessBackend(levels, planned.model_dir, device=planned.device.engine_device,
+                                   max_new_tokens=job.max_new_tokens)
+        await backend.start()
+        return ActorEngine(backend, planned.label, info=planned.info)
+    server = SupervisedServer(levels, planned.settings, say)
     url = await asyncio.to_thread(server.start)
     backend = ServerBackend(url, concurrency=levels[0].batch_size, max_new_tokens=job.max_new_tokens,
                             max_model_len=levels[0].max_model_len)
     await backend.start()
-    return ActorEngine(backend, label, server=server, info=info), info
+    return ActorEngine(backend, planned.label, server=server, info=planned.info)
 
 
 def _plan_info(label: str, device: ActorDevice, report: Any, levels: tuple[Any, ...], restarts: int) -> dict[str, Any]:
@@ -109,6 +132,7 @@ def _plan_info(label: str, device: ActorDevice, report: Any, levels: tuple[Any, 
         "level": plan.level if plan else None, "batch_size": plan.batch_size if plan else None,
         "max_model_len": plan.max_model_len if plan else None,
         "predicted_peak_bytes": plan.predicted_peak_bytes if plan else None, "engine": report.engine,
+        "plan": plan.model_dump(mode="json") if plan else None,
     }
 
 

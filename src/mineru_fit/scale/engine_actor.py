@@ -73,36 +73,46 @@ class EngineActor:
         self.reporter = _Reporter(self.registry, self.actor_id)
         self.engine: Any = None
         self.error: Optional[str] = None
-        where = {"pid": os.getpid()}
-        self.restarts, self.lost = ray.get(self.registry.register.remote(self.actor_id, where))
-        info = self._start()
-        self.registry.planned.remote(self.actor_id, info)
+        self.restarts, self.lost = ray.get(self.registry.register.remote(self.actor_id, {"pid": os.getpid()}))
+        self._start()
 
-    def _start(self) -> dict[str, Any]:
-        from mineru_fit.scale.actor_engine import start_engine
+    def _start(self) -> None:
+        """Plan (and tell the driver at once), then load the engine; a failure fails this actor's pages, with why."""
+        from mineru_fit.scale.actor_engine import plan_actor, start_engine
 
+        where = {"pid": os.getpid(), "restarts": self.restarts}
         try:
-            self.engine, info = self._await(start_engine(self.spec, self.restarts, self.reporter.status))
+            planned = plan_actor(self.spec, self.restarts)
         except MineruFitError as exc:
             self.error = str(exc)
-            info = {"label": f"pid {os.getpid()}", "summary": f"cannot parse: {exc}", "error": str(exc)}
+            self.registry.planned.remote(self.actor_id, {**where, "label": f"pid {os.getpid()}",
+                                                         "summary": f"cannot parse: {exc}", "error": self.error})
+            return
+        self.registry.planned.remote(self.actor_id, {**planned.info, **where})
+        if planned.error:
+            self.error = planned.error
+            return
+        try:
+            self.engine = self._await(start_engine(self.spec, planned, self.reporter.status))
         except Exception as exc:  # any start failure fails this actor's pages with the reason, not the run
             logger.exception("engine actor failed to start")
             self.error = f"the engine did not start: {type(exc).__name__}: {exc}"
-            info = {"label": f"pid {os.getpid()}", "summary": self.error, "error": self.error}
-        return {**info, "pid": os.getpid(), "restarts": self.restarts}
+            self.reporter.status(self.error)
 
     def _await(self, coroutine: Any) -> Any:
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result()
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
+        import ray
+
         started = time.perf_counter()
         pages = [
             _Page(int(f), int(p), (img, w, h), str(err), self.lost.get((int(f), int(p)), 0))
             for f, p, img, w, h, err in zip(batch["file_no"], batch["page_idx"], batch["image"], batch["width"],
                                             batch["height"], batch["error"])
         ]
-        self.registry.begin.remote(self.actor_id, [(p.file_no, p.page_idx) for p in pages])
+        # Waited for: if this process dies a moment later, the registry must already know what it held.
+        ray.get(self.registry.begin.remote(self.actor_id, [(p.file_no, p.page_idx) for p in pages]))
         try:
             results = self._await(self._run(pages))
         except Exception as exc:  # never raise into Ray Data: that would fail the whole dataset

@@ -31,6 +31,7 @@ logger = logging.getLogger(__name__)
 
 RENDER_BATCH = 4           # pages per render task
 RENDER_CPUS = 0.5          # per render task (PDFium is single-threaded; a page renders in ~0.1 s)
+WAIT_FOR_ACTORS_S = 1800   # engines load weights (SGLang/vLLM also compile): up to this long
 POLL_EVERY_S = 0.5         # how often the driver reads the registry (plans, step-downs, GPU memory)
 
 
@@ -141,6 +142,11 @@ def _vlm_dataset(work: list[tuple[int, str, list[int]]], options: ParseOptions, 
     from mineru_fit.scale.engine_actor import EngineActor
     from mineru_fit.scale.stages import render_pages
 
+    from ray.data import DataContext
+
+    # Pages flow once every actor is up (or fail with Ray's timeout): each GPU gets its share, and a
+    # model still loading on one node does not leave the others with all the work.
+    DataContext.get_current().wait_for_min_actors_s = WAIT_FOR_ACTORS_S
     pages = [{"file_no": n, "path": path, "page_idx": p} for n, path, todo in work for p in todo]
     # One actor per GPU, each planning for its own; no GPU in the cluster (or --server): one on a CPU.
     actors = cluster.gpus if cluster.gpus and not job.server_url else 1
