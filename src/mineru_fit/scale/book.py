@@ -8,7 +8,6 @@ that outlives the driver so a rerun (from any machine) resumes from its checkpoi
 
 from __future__ import annotations
 
-import logging
 from typing import Any, Optional, Sequence
 
 from mineru_fit.parsing.discover import InputFile
@@ -17,7 +16,6 @@ from mineru_fit.parsing.observer import ParseObserver
 from mineru_fit.parsing.options import ParseOptions
 from mineru_fit.parsing.results import FileResult, PageOutput, PageRecord
 
-logger = logging.getLogger(__name__)
 
 
 class Book:
