@@ -78,7 +78,7 @@ def on_ray(pdf: Path, out: Path, cpus: int, chunk: int) -> dict[str, float]:
     from mineru_fit.scale import RayJob, parse_on_ray
 
     start = time.perf_counter()
-    ray.init(address="local", num_cpus=cpus, _node_ip_address="127.0.0.1", include_dashboard=False,
+    ray.init(address="local", num_cpus=cpus, _node_ip_address="127.0.0.2", include_dashboard=False,
              log_to_driver=False, logging_level="ERROR")
     up = time.perf_counter() - start
     try:
@@ -129,7 +129,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pages", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--chunk", type=int, default=25, help="pages per flash task (RayJob.flash_chunk_pages)")
+    parser.add_argument("--chunk", type=int, default=None,
+                        help="pages per flash task (default: RayJob's, a file's share of the CPUs)")
     args = parser.parse_args()
     from loguru import logger
 
@@ -164,9 +165,10 @@ def main() -> None:
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),
                     "note": "2-core CPU dev machine shared with other engineers' jobs: absolute figures are noisy"},
-        "command": f"python benchmarks/ray_scaling.py --pages {args.pages} --rounds {args.rounds} --chunk {args.chunk}",
+        "command": f"python benchmarks/ray_scaling.py --pages {args.pages} --rounds {args.rounds}"
+                   + (f" --chunk {args.chunk}" if args.chunk else ""),
         "input": {"pages": args.pages, "kind": "generated born-digital PDF (reportlab), flash tier",
-                  "pages_per_flash_task": args.chunk},
+                  "pages_per_flash_task": args.chunk or "auto (a file's share of the CPUs, at least 16)"},
         "plain_parse": {**stats(walls["plain"]), "pages_per_s": args.pages / plain_s},
         "ray": {name: {**ray[name], "pages_per_s": rate[name]} for name in ray},
         "overhead": {"target": f"--ray with 1 worker / plain parse <= {TARGET_RATIO} (ratio of median parse walls)",

@@ -33,7 +33,7 @@ OUTPUT_CAP = 12
 
 @pytest.fixture(scope="module")
 def local_ray() -> Any:
-    ray.init(address="local", num_cpus=2, _node_ip_address="127.0.0.1", include_dashboard=False,
+    ray.init(address="local", num_cpus=2, _node_ip_address="127.0.0.2", include_dashboard=False,
              log_to_driver=False, logging_level="ERROR")
     try:
         yield

@@ -12,6 +12,8 @@ from mineru_fit.errors import MissingExtraError, UsageError
 
 logger = logging.getLogger(__name__)
 
+LOOPBACK = "127.0.0.2"
+
 
 def import_ray() -> Any:
     try:
@@ -43,8 +45,9 @@ def connect(address: str) -> Iterator[Cluster]:
         context = None
     else:
         target = {"auto": None, "local": "local"}.get(address, address)
-        # A cluster of this machine alone listens on loopback only.
-        local = {"_node_ip_address": "127.0.0.1"} if address == "local" else {}
+        # A cluster of this machine alone listens on loopback only: Ray turns 127.0.0.1 into the
+        # machine's network address, but leaves the rest of 127.0.0.0/8 alone.
+        local = {"_node_ip_address": LOOPBACK} if address == "local" else {}
         try:
             context = ray.init(address=target, namespace=f"mineru-fit-{uuid.uuid4().hex[:8]}",
                                logging_level=logging.ERROR, log_to_driver=False, **local)

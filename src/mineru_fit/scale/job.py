@@ -24,13 +24,12 @@ class RayJob:
     server_url: Optional[str] = None       # --server: every page goes to this endpoint, no engine is started
     max_new_tokens: Optional[int] = None   # a lower output cap than each plan's
     batch_pages: int = 16                  # pages handed to an actor at a time (its plan decides how many run at once)
-    flash_chunk_pages: int = 64            # pages of one PDF per flash task
+    flash_chunk_pages: Optional[int] = None  # pages of one PDF per flash task (None: its share of the CPUs)
 
 
 @dataclass(frozen=True)
 class ActorJob:
-    """What one engine actor needs: the job, where the driver writes, and the registry to report to."""
+    """What one engine actor needs: the job and the registry to report to."""
 
     job: RayJob
-    model_name: str                        # what checkpoints record as the model
     registry: str                          # the registry actor's name in this run's namespace

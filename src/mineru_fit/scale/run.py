@@ -30,6 +30,7 @@ from mineru_fit.scale.stats import ActorStat, actor_stats
 logger = logging.getLogger(__name__)
 
 RENDER_BATCH = 4           # pages per render task
+MIN_FLASH_CHUNK = 16       # pages: below this, splitting a PDF costs more than it saves
 RENDER_CPUS = 0.5          # per render task (PDFium is single-threaded; a page renders in ~0.1 s)
 WAIT_FOR_ACTORS_S = 1800   # engines load weights (SGLang/vLLM also compile): up to this long
 POLL_EVERY_S = 0.5         # how often the driver reads the registry (plans, step-downs, GPU memory)
@@ -59,8 +60,8 @@ def parse_on_ray(paths: Sequence[Path], options: ParseOptions, job: RayJob, *,
     started = time.perf_counter()
     tier = ray_tier(job)
     say(f"tier: {tier.tier} — {tier.reason}")
-    model_name = job.model_id if not job.server_url else (job.model_id or job.server_url)
-    settings = {} if tier.tier == "flash" else {"dpi": options.dpi, "model": model_name}
+    # What checkpoints record, as a plain parse does: a rerun of either resumes the other.
+    settings = {} if tier.tier == "flash" else {"dpi": options.dpi, "model": job.model_id}
     book = Book(discover(paths), options, tier.tier, settings, observer)
     book.open_all()
     work = book.work()
@@ -74,7 +75,7 @@ def parse_on_ray(paths: Sequence[Path], options: ParseOptions, job: RayJob, *,
             say(f"Ray dashboard: {cluster.dashboard_url}" if cluster.dashboard_url else
                 "Ray dashboard: none (the head node runs one when started with `ray[default]` installed)")
             try:
-                actors = _run(work, options, job, tier.tier, ActorJob(job, model_name, ""), cluster, book, observer)
+                actors = _run(work, options, job, tier.tier, cluster, book, observer)
             except KeyboardInterrupt:
                 error = "the run was interrupted before this page"
                 raise
@@ -89,27 +90,28 @@ def parse_on_ray(paths: Sequence[Path], options: ParseOptions, job: RayJob, *,
     return RayParseResult(report, actors, cluster, tuple(notes))
 
 
-def _run(work: list[tuple[int, str, list[int]]], options: ParseOptions, job: RayJob, tier: str, spec: ActorJob,
-         cluster: Cluster, book: Book, observer: ParseObserver) -> tuple[ActorStat, ...]:
+def _run(work: list[tuple[int, str, list[int]]], options: ParseOptions, job: RayJob, tier: str, cluster: Cluster,
+         book: Book, observer: ParseObserver) -> tuple[ActorStat, ...]:
     import ray
 
     started = time.perf_counter()
     if tier == "flash":
-        counts = _drain(_flash_dataset(work, options, job), book)
+        counts = _drain(_flash_dataset(work, options, job, cluster.cpus), book)
         return actor_stats({}, counts, time.perf_counter() - started)
     from mineru_fit.scale.registry import Registry
 
     name = f"mineru-fit-registry-{uuid.uuid4().hex[:8]}"
     registry = ray.remote(Registry).options(name=name, num_cpus=0).remote()
-    spec = ActorJob(spec.job, spec.model_name, name)
     poller = _Poller(registry, observer)
     poller.start()
     try:
-        counts = _drain(_vlm_dataset(work, options, job, spec, cluster), book)
+        try:
+            counts = _drain(_vlm_dataset(work, options, job, ActorJob(job, name), cluster), book)
+        finally:
+            poller.stop()
+        state = ray.get(registry.read.remote(0))
     finally:
-        poller.stop()
-    state = ray.get(registry.read.remote(0))
-    ray.kill(registry)
+        ray.kill(registry)
     return actor_stats(state["actors"], counts, time.perf_counter() - started)
 
 
@@ -122,14 +124,22 @@ def _drain(dataset: Any, book: Book) -> dict[str, int]:
     return counts
 
 
-def _flash_dataset(work: list[tuple[int, str, list[int]]], options: ParseOptions, job: RayJob) -> Any:
+def _flash_chunk(pages: int, job: RayJob, cpus: int) -> int:
+    """Pages per flash task: each docvortex call has a fixed cost, so a file is split only as far as
+    the CPUs can run its parts at once (and never below MIN_FLASH_CHUNK pages)."""
+    if job.flash_chunk_pages:
+        return max(1, job.flash_chunk_pages)
+    return max(MIN_FLASH_CHUNK, -(-pages // max(1, cpus)))
+
+
+def _flash_dataset(work: list[tuple[int, str, list[int]]], options: ParseOptions, job: RayJob, cpus: int) -> Any:
     import ray
 
     from mineru_fit.scale.stages import flash_pages
 
-    size = max(1, job.flash_chunk_pages)
     chunks = [{"file_no": n, "path": path, "pages": pages[i:i + size]}
-              for n, path, pages in work for i in range(0, len(pages), size)]
+              for n, path, pages in work for size in [_flash_chunk(len(pages), job, cpus)]
+              for i in range(0, len(pages), size)]
     return (ray.data.from_items(chunks, override_num_blocks=len(chunks))
             .map_batches(flash_pages, batch_size=1, num_cpus=1, fn_kwargs={"password": options.password}))
 
