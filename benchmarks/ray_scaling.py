@@ -6,9 +6,9 @@ Each round runs, in alternating order: a plain parse (one process), then a local
 start and stop are timed apart from the parse. The overhead figure is the ratio of medians of the
 parse walls (target: at most 1.2); with the cluster start it is reported too.
 
-The projection is arithmetic on what was measured here, not a measurement: N workers give
-min(N x rate per worker x the 2-worker scaling efficiency, the driver's landing rate), where the
-driver's landing rate (checkpoint + outputs per page, timed inside the runs) bounds any cluster.
+The projection is arithmetic on what was measured here, not a measurement: N workers give at most
+min(N x the one-worker rate, the driver's landing rate), where the driver's landing rate
+(checkpoint + outputs per page, timed inside the runs) bounds any cluster.
 For GPUs the rate per engine actor must be measured on a GPU; the same cap applies, plus the render
 rate per CPU (timed here at 200 DPI), times the CPUs that render.
 
@@ -121,6 +121,25 @@ def timed_landing() -> None:
     run.Book = TimedBook  # type: ignore[misc]
 
 
+def project(per_worker: float, driver_cap: float) -> dict[str, Any]:
+    """Paper arithmetic, not a measurement: N workers at the one-worker rate, capped by the driver."""
+    return {
+        "method": "paper: min(N x the one-worker rate, the driver's landing cap); linear is the upper bound — "
+                  "see scaling_efficiency_2_workers for what this machine did",
+        "flash_cpu_workers_pages_per_s": {str(n): min(n * per_worker, driver_cap) for n in PROJECT_N},
+        "vlm_gpus": {"per_actor_pages_per_s": None,
+                     "formula": "min(N x per-actor pages/s, driver landing cap, render rate x rendering CPUs)",
+                     "note": "no GPU here: measure one actor's pages/s on a GPU and put it in the formula"},
+    }
+
+
+def reproject() -> None:
+    """Recompute the projection of the JSON on disk from its measured figures (after a change of method)."""
+    body = json.loads(RESULTS.read_text())
+    body["projection"] = project(body["ray"]["ray_1"]["pages_per_s"], body["driver_landing"]["pages_per_s_cap"])
+    RESULTS.write_text(json.dumps(body, indent=2) + "\n")
+
+
 def stats(values: list[float]) -> dict[str, float]:
     return {"median_s": statistics.median(values), "min_s": min(values), "max_s": max(values)}
 
@@ -129,9 +148,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pages", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--reproject", action="store_true", help="only recompute the projection of the last result")
     parser.add_argument("--chunk", type=int, default=None,
                         help="pages per flash task (default: RayJob's, a file's share of the CPUs)")
     args = parser.parse_args()
+    if args.reproject:
+        reproject()
+        return
     from loguru import logger
 
     logger.remove()
@@ -176,13 +199,7 @@ def main() -> None:
         "scaling_efficiency_2_workers": efficiency,
         "driver_landing": {"median_s_per_page": landing, "pages_per_s_cap": driver_cap, "pages_timed": len(LANDING_S)},
         "render_200dpi_pages_per_s_per_cpu": render,
-        "projection": {
-            "method": "paper: min(N x per-worker rate x 2-worker efficiency, driver landing cap) — not measured",
-            "flash_cpu_workers": {str(n): min(n * rate["ray_1"] * min(1.0, efficiency), driver_cap) for n in PROJECT_N},
-            "vlm_gpus": {"per_actor_pages_per_s": None,
-                         "formula": "min(N x per-actor pages/s, driver landing cap, render rate x rendering CPUs)",
-                         "note": "no GPU here: measure one actor's pages/s on a GPU and put it in the formula"},
-        },
+        "projection": project(rate["ray_1"], driver_cap),
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(body, indent=2) + "\n")
