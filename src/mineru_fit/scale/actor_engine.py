@@ -40,14 +40,14 @@ class ActorEngine:
             os._exit(1)
 
 
-def _model_dir(spec: ActorJob) -> Path:
+def _model_dir(spec: ActorJob, settings: Any) -> Path:
     """The model folder on this node: the driver's path if it is here too, else this node's download."""
     from mineru_fit.models import where
 
     job = spec.job
     if job.model_dir is not None and Path(job.model_dir).is_dir():
         return Path(job.model_dir)
-    found = where(job.model_id)
+    found = where(job.model_id, models_dir=settings.models_dir)
     if found is None:
         raise MineruFitError(f"{job.model_id} is not on this node — run `mineru-fit models download` on every node, "
                              "or put the model on storage every node mounts at the same path")
@@ -82,7 +82,7 @@ def plan_actor(spec: ActorJob, restarts: int) -> ActorPlan:
     label = node_label(device)
     if job.server_url:
         return ActorPlan(label, {"label": label, "summary": f"client of {job.server_url}"}, device, settings=settings)
-    model_dir = _model_dir(spec)
+    model_dir = _model_dir(spec, settings)
     request = job.request.model_copy(update={"engine": job.engine, "model": str(model_dir),
                                              **({"port": _free_port()} if job.engine != "builtin" else {})})
     report = actor_plan(model_dir, device, request, settings)
