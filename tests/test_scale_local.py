@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -25,6 +26,7 @@ from mineru_fit.parsing import ParseOptions, TierChoice, VlmSetup, parse_documen
 from mineru_fit.parsing.sample import write_sample_pdf  # noqa: E402
 from mineru_fit.planner.inputs import PlanRequest  # noqa: E402
 from mineru_fit.scale import RayJob, parse_on_ray  # noqa: E402
+from mineru_fit.scale.cluster import restore_signal_handlers  # noqa: E402
 
 VOLATILE = {"seconds"}  # wall time per page: the only field two runs of the same pages may differ in
 DPI = 72
@@ -33,12 +35,14 @@ OUTPUT_CAP = 12
 
 @pytest.fixture(scope="module")
 def local_ray() -> Any:
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
     ray.init(address="local", num_cpus=2, _node_ip_address="127.0.0.2", include_dashboard=False,
              log_to_driver=False, logging_level="ERROR")
     try:
         yield
     finally:
         ray.shutdown()
+        restore_signal_handlers(handlers)  # ray.init's SIGTERM handler would outlive it, into other tests
 
 
 @pytest.fixture(scope="module")

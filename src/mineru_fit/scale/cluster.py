@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -40,6 +42,7 @@ def connect(address: str) -> Iterator[Cluster]:
     """auto: RAY_ADDRESS or a cluster `ray start` left on this machine, else a new local one;
     local: always a new local one; anything else: that cluster's address."""
     ray = import_ray()
+    handlers = _signal_handlers()
     started = False
     if ray.is_initialized():  # a caller (a notebook, a test) already holds a connection: use it, keep it
         context = None
@@ -65,6 +68,18 @@ def connect(address: str) -> Iterator[Cluster]:
     finally:
         if started:
             ray.shutdown()
+            restore_signal_handlers(handlers)
+
+
+def _signal_handlers() -> dict[int, Any]:
+    return {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+
+
+def restore_signal_handlers(handlers: dict[int, Any]) -> None:
+    """ray.init installs its own SIGTERM handler and ray.shutdown leaves it: put ours back."""
+    if threading.current_thread() is threading.main_thread():
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
 
 
 def _quiet_ray_data() -> None:
