@@ -98,6 +98,11 @@ class Settings(BaseSettings):
     vllm_executable: Optional[str] = Field(
         default=None, description="Command that replaces `vllm serve` (e.g. /opt/vllm/bin/vllm serve)."
     )
+    ray_snapshot: Optional[Path] = Field(
+        default=None,
+        description="A devices snapshot (`devices --record`) that `parse --ray` engine actors on this node plan for "
+                    "instead of NVML, running on the CPU: set it per node (`MINERU_FIT_RAY_SNAPSHOT=FILE ray start ...`).",
+    )
 
     @field_validator("virtual_vram_size_gib")
     @classmethod

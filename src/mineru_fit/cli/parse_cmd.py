@@ -94,6 +94,9 @@ def parse_command(
     dtype: Optional[str] = typer.Option(None, "--dtype", help="auto, bfloat16, float16 or float32."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
+    ray: Optional[str] = typer.Option(None, "--ray", metavar="auto|local|ADDRESS",
+                                      help="Parse on a Ray cluster, one engine per GPU (docs/scale-out.md)."),
+    ray_engine: str = typer.Option("builtin", "--ray-engine", help="With --ray: builtin, sglang or vllm per GPU."),
 ) -> None:
     """Parse documents to Markdown and MinerU's content_list.json, resuming where an earlier run stopped."""
     _quiet_libraries()
@@ -105,6 +108,16 @@ def parse_command(
     selection = PageSelection.parse(pages) if pages else None
     options = ParseOptions(out_dir=output, pages=selection, password=password, dpi=dpi, force=force)
     model_id, model_dir = _model_dir(model, settings) if not server else (model or settings.model, None)
+    if ray is not None:  # every GPU of the cluster plans for itself: nothing here is planned for this machine
+        from mineru_fit.cli.parse_ray import parse_on_cluster
+
+        if gpu is not None:
+            raise UsageError("--gpu picks a GPU of this machine; with --ray every GPU of the cluster runs an actor")
+        flags = dict(engine="builtin", level=level.value, concurrency=concurrency, max_model_len=max_model_len,
+                     load_in_4bit=load_in_4bit, load_in_8bit=load_in_8bit, dtype=dtype)
+        raise typer.Exit(parse_on_cluster(console, inputs, options, ray, tier=tier, server=server, model_id=model_id,
+                                          model_dir=model_dir, request=request_from_flags(**flags), engine=ray_engine,
+                                          max_new_tokens=max_new_tokens, as_json=as_json, progress=not no_progress))
     report = None
     if tier != "flash" and not server and model_dir is not None:
         report = _plan(model_dir, settings, level.value, dict(

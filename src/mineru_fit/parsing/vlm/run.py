@@ -21,7 +21,8 @@ from mineru_fit.parsing.results import FileResult, PageOutput, PageRecord
 from mineru_fit.parsing.vlm.scheduler import PageRun, PageTask, Scheduler
 
 
-def _output(page_idx: int, blocks: list[Any], image: Any, run: PageRun) -> PageOutput:
+def page_output(page_idx: int, blocks: list[Any], image: Any, run: PageRun) -> PageOutput:
+    """A converted page from MinerU's blocks: content_list items, Markdown, crops and its row of the page table."""
     items, crops = page_items(blocks, image, page_idx)
     record = PageRecord(
         page_idx=page_idx, tier="vlm", ok=True, seconds=round(run.seconds, 3), batch_size=run.batch_size,
@@ -29,6 +30,13 @@ def _output(page_idx: int, blocks: list[Any], image: Any, run: PageRun) -> PageO
         level=run.level, blocks=len(items),
     )
     return PageOutput(record, tuple(items), render_markdown(items), tuple(crops))
+
+
+def failed_record(page_idx: int, reason: str, run: PageRun) -> PageRecord:
+    """The page-table row of a page that could not be converted, with why."""
+    return PageRecord(page_idx=page_idx, tier="vlm", ok=False, seconds=round(run.seconds, 3),
+                      batch_size=run.batch_size, concurrency=run.concurrency, retries=run.retries,
+                      peak_memory_bytes=run.peak_memory_bytes, level=run.level, error=reason)
 
 
 class VlmRun:
@@ -86,7 +94,7 @@ class VlmRun:
     async def _done(self, task: PageTask, image: Any, blocks: list[Any], run: PageRun) -> None:
         opened = self.open[task.file_no]
         try:
-            output = await asyncio.to_thread(_output, task.page_idx, blocks, image, run)
+            output = await asyncio.to_thread(page_output, task.page_idx, blocks, image, run)
             await asyncio.to_thread(opened.emit, output)
         except Exception as exc:  # a page that cannot be built or written fails alone, with the reason
             await self._failed(task, f"could not write the page's outputs: {type(exc).__name__}: {exc}", run)
@@ -96,9 +104,7 @@ class VlmRun:
 
     async def _failed(self, task: PageTask, reason: str, run: PageRun) -> None:
         opened = self.open[task.file_no]
-        record = PageRecord(page_idx=task.page_idx, tier="vlm", ok=False, seconds=round(run.seconds, 3),
-                            batch_size=run.batch_size, concurrency=run.concurrency, retries=run.retries,
-                            peak_memory_bytes=run.peak_memory_bytes, level=run.level, error=reason)
+        record = failed_record(task.page_idx, reason, run)
         opened.fail(record)
         self.observer.page_finished(opened.input.name, record)
         await self._maybe_finish(task.file_no)
