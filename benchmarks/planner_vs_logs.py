@@ -46,14 +46,14 @@ def spec_for(record: LogRecord, folder: Path = LOGS) -> ModelSpec:
 
 
 def run(records: list[LogRecord]) -> list[Comparison]:
-    return [compare(r, spec_for(r)) for r in records if r.engine == "vllm"]
+    return [compare(r, spec_for(r)) for r in records]
 
 
 def fit_vision_widths(records: list[LogRecord], grid: list[float]) -> list[dict]:
     """Per engine mode, the KV errors of the fit split's records with a prediction for each vision
     width (one width for both vision variants: too few logs to fit them apart)."""
     rows = []
-    fit = [r for r in records if r.split == "fit"]
+    fit = [r for r in records if r.split == "fit" and r.engine == "vllm"]
     saved = dict(C.ENGINE_VISION_ACT_WIDTHS)
     try:
         for width in grid:
@@ -72,7 +72,6 @@ def fit_vision_widths(records: list[LogRecord], grid: list[float]) -> list[dict]
 
 def report(records: list[LogRecord], results: list[Comparison]) -> dict:
     by_id = {r.id: r for r in records}
-    sglang = [r.id for r in records if r.engine == "sglang"]
     return {
         "about": __doc__.strip().splitlines()[0],
         "command": "python benchmarks/planner_vs_logs.py",
@@ -82,7 +81,7 @@ def report(records: list[LogRecord], results: list[Comparison]) -> dict:
                       "VLLM_GRAPH_MIN_BYTES": C.VLLM_GRAPH_MIN_BYTES,
                       "VLLM_GRAPH_BYTES_PER_HIDDEN": C.VLLM_GRAPH_BYTES_PER_HIDDEN},
         "summary": summarize(results),
-        "sglang_records": sglang,
+        "sglang_records": [r.id for r in records if r.engine == "sglang"],
         "per_log": [
             {**c.model_dump(), "gpu": by_id[c.id].gpu, "exclusion": by_id[c.id].exclusion}
             for c in results
@@ -103,8 +102,10 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     for c in results:
+        fraction = (f"  fraction {c.predicted_fraction:.4f} vs {c.logged_fraction}" if c.logged_fraction is not None
+                    and c.predicted_fraction is not None else "")
         print(f"{c.id:55s} w {_pct(c.weights_error):>7s}  kv tokens {_pct(c.kv_tokens_error):>7s}  "
-              f"kv GiB {_pct(c.kv_gib_error):>7s}  memory failure={c.logged_failed} fits={c.predicted_fits}"
+              f"kv GiB {_pct(c.kv_gib_error):>7s}  memory failure={c.logged_failed} fits={c.predicted_fits}{fraction}"
               + (f"  (assumed inputs: kv tokens {_pct(c.assumed_kv_tokens_error)}, kv GiB {_pct(c.assumed_kv_gib_error)})"
                  if c.assumed_kv_tokens_error is not None or c.assumed_kv_gib_error is not None else ""))
     print(json.dumps(data["summary"]["by_engine"], indent=2))

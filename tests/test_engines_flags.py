@@ -40,7 +40,7 @@ def test_sglang_extreme_on_an_8_gib_card(spec):
     assert cmd.flag_version == "0.5.10"
     assert list(cmd.argv) == LAUNCHER + [
         "--model-path", MODEL, "--host", "127.0.0.1", "--port", "30000", "--dtype", "bfloat16",
-        "--context-length", "2048", "--mem-fraction-static", "0.12", "--max-total-tokens", "2048",
+        "--context-length", "2048", "--mem-fraction-static", "0.13", "--max-total-tokens", "2048",
         "--max-running-requests", "1", "--chunked-prefill-size", "2048", "--quantization", "bitsandbytes",
         "--load-format", "bitsandbytes", "--kv-cache-dtype", "fp8_e5m2", "--disable-cuda-graph",
         "--enable-metrics", "--disable-piecewise-cuda-graph",
@@ -52,7 +52,7 @@ def test_sglang_basic_pins_kv_tokens_and_graph_batch(spec):
     cmd = command(plans(spec, "sglang", 8)["basic"])
     assert list(cmd.argv) == LAUNCHER + [
         "--model-path", MODEL, "--host", "127.0.0.1", "--port", "30000", "--dtype", "bfloat16",
-        "--context-length", "8192", "--mem-fraction-static", "0.4", "--max-total-tokens", "65536",
+        "--context-length", "8192", "--mem-fraction-static", "0.42", "--max-total-tokens", "65536",
         "--max-running-requests", "8", "--chunked-prefill-size", "2080", "--cuda-graph-max-bs", "8",
         "--enable-metrics",
     ]

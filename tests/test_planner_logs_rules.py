@@ -12,10 +12,11 @@ from mineru_fit.models.config import parse_config, read_config
 from mineru_fit.models.derive import derive_tensors
 from mineru_fit.models.spec import TensorRole
 from mineru_fit.planner.engine_memory import (
-    image_grid_tokens, sglang_default_fraction, sglang_memory, sglang_vlm_fraction, vllm_memory,
-    vllm_profile_encoder_tokens,
+    caching_allocator_reserved_bytes, engine_parameter_allocations, image_grid_tokens, sglang_default_fraction,
+    sglang_memory, sglang_vlm_fraction, sglang_weight_bytes, vllm_memory, vllm_profile_encoder_tokens,
 )
-from mineru_fit.planner.engine_versions import parse_version, sglang_rules, vllm_rules
+from mineru_fit.planner.engine_versions import parse_version, post_release, sglang_rules, vllm_rules
+from mineru_fit.planner.levels import Quant
 from mineru_fit.units import GIB
 
 LOGS = Path(__file__).parent / "data" / "engine_logs" / "models"
@@ -92,6 +93,47 @@ def test_sglang_default_fraction_per_version():
     # From 0.5.3: 512 MiB + 1.5 MiB × chunk + 2 MiB × graph batch + tp/8 GiB, 10 GiB at least above 60 GiB.
     assert sglang_default_fraction(sglang_rules("0.5.5"), 24564) == round((24564 - (512 + 3072 + 48 + 128)) / 24564, 3)
     assert sglang_default_fraction(sglang_rules("0.5.5"), 81559) == round((81559 - 13440) / 81559, 3)
+
+
+def test_sglang_shrinks_a_vlm_fraction_where_each_release_does(qwen25_7b):
+    # SGLang's docs CI logged, for Qwen2.5-VL-7B on one H100 (tests/data/engine_logs/s03–s06):
+    # 0.4.7  "mem_fraction_static=0.88" then "Automatically reduce --mem-fraction-static to 0.792"
+    # 0.4.8  "mem_fraction_static=0.874" then "... to 0.787" (ModelRunner, × 0.90)
+    # 0.4.9.post2  "mem_fraction_static=0.7866" (server_args, default × 0.90)
+    # 0.4.9.post6  "Dynamically adjusted --mem-fraction-static from: 0.874 to: 0.784" (ViT-scaled)
+    assert post_release("0.4.9.post3") == 3 and post_release("0.4.9") == 0
+    assert [sglang_rules(v).vlm_reduction for v in ("0.4.8", "0.4.9", "0.4.9.post2", "0.4.9.post3", "0.5.5")] == [
+        "model_runner_0_9", "default_0_9", "default_0_9", "vit_scaled_default", "vit_scaled_default"]
+    assert sglang_vlm_fraction(sglang_rules("0.4.7"), 0.88, False, qwen25_7b) == pytest.approx(0.792)
+    assert sglang_vlm_fraction(sglang_rules("0.4.9.post2"), 0.874, False, qwen25_7b) == pytest.approx(0.7866)
+    assert sglang_vlm_fraction(sglang_rules("0.4.9.post2"), 0.5, True, qwen25_7b) == 0.5
+    assert sglang_vlm_fraction(sglang_rules("0.4.9.post6"), 0.874, False, qwen25_7b) == pytest.approx(0.7835956249999999)
+    assert sglang_vlm_fraction(sglang_rules("0.4.9.post6"), 0.874, False, qwen25_7b, multimodal=False) == 0.874
+
+
+def test_caching_allocator_rounds_like_pytorch():
+    MIB = 1 << 20
+    assert caching_allocator_reserved_bytes([100]) == 2 * MIB              # small: a 2 MiB segment
+    assert caching_allocator_reserved_bytes([100 * 1024] * 20) == 2 * MIB  # ... shared by 20 small tensors
+    assert caching_allocator_reserved_bytes([3 * MIB]) == 20 * MIB        # 1–10 MiB: a 20 MiB segment
+    assert caching_allocator_reserved_bytes([3 * MIB] * 6) == 20 * MIB    # ... split among them
+    assert caching_allocator_reserved_bytes([int(24.5 * MIB)]) == 26 * MIB  # ≥ 10 MiB: rounded to 2 MiB
+    # The 1.5 MiB left of that segment is split off and reused; 1 MiB left is not (> 1 MiB to split).
+    assert caching_allocator_reserved_bytes([int(24.5 * MIB), int(1.2 * MIB)]) == 26 * MIB
+    assert caching_allocator_reserved_bytes([259 * MIB, int(1.2 * MIB)]) == 260 * MIB + 20 * MIB
+
+
+def test_sglang_weights_are_the_allocator_segments_of_the_fused_parameters(qwen25_7b):
+    # SGLang logs "Load weight end ... mem usage=15.70 GB" for Qwen2.5-VL-7B (s03–s06): 0.25 GiB more
+    # than the 15.45 GiB of bf16 tensors. The float32 rotary cache (128000 × 128 × 4 B) and the
+    # segments PyTorch reserves for q/k/v and gate/up fused as SGLang loads them make up the rest.
+    sizes = engine_parameter_allocations(qwen25_7b, 2, Quant.none, rotary_bytes=128000 * 128 * 4)
+    layers = qwen25_7b.text.num_layers
+    assert len(sizes) == len(qwen25_7b.tensors) - layers * (2 + 2 + 1) + 1  # 3→1 weight, 3→1 bias, 2→1 mlp, + rotary
+    assert sum(sizes) == qwen25_7b.weight_bytes + 128000 * 128 * 4
+    weights = sglang_weight_bytes(qwen25_7b, 2, Quant.none)
+    assert abs(weights / GIB - 15.70) < 0.005
+    assert weights - sum(sizes) > 0.1 * GIB
 
 
 def test_sglang_shrinks_a_vlm_fraction_by_version(mineru, qwen25_7b):

@@ -69,9 +69,11 @@ SGLANG_POOL_SLACK_BYTES = 64 * MIB
 DEFAULT_VLLM_VERSION = "0.26.0"
 DEFAULT_SGLANG_VERSION = "0.5.5"
 # vLLM keeps Qwen2-VL's M-RoPE cos/sin cache for 4 × max_position_embeddings positions
-# (rotary_embedding/mrope.py, 0.10.1.1); SGLang for 1 × (layers/rotary_embedding.py, 0.5.5).
+# (rotary_embedding/mrope.py, 0.10.1.1); SGLang for 1 × (layers/rotary_embedding.py, 0.4.7–0.5.5),
+# in float32 on CUDA ("cache needs to be in FP32 for numerical stability").
 VLLM_MROPE_CACHE_COPIES = 4
 SGLANG_MROPE_CACHE_COPIES = 1
+SGLANG_ROPE_CACHE_DTYPE_BYTES = 4
 # vLLM allocates KV in blocks of 16 tokens (cache_config block_size default).
 VLLM_BLOCK_TOKENS = 16
 # Largest batch vLLM V1 captures in a CUDA graph by default (512 in 0.9–0.10 and ≥ 0.2x).
@@ -81,7 +83,10 @@ VLLM_MAX_CAPTURE_SIZE = 512
 # (28×3584) 0.51–0.53 GiB, a 32×4096 LLaVA 0.67 GiB (docs/memory-model.md).
 VLLM_GRAPH_MIN_BYTES = 276 * MIB
 VLLM_GRAPH_BYTES_PER_HIDDEN = 11
-# Memory SGLang's loader leaves allocated beyond the weights ("mem usage" at load end). ESTIMATE: 0.
+# What SGLang's "mem usage" at load end holds beyond the caching allocator's segments for the
+# parameters and the rotary cache (engine_memory.sglang_weight_bytes): memory outside torch taken
+# while loading (CUDA modules of the first kernels). ESTIMATE: 0 — the public SGLang logs of
+# Qwen2.5-VL-7B (15.70 GB) match the segments alone (15.70 GiB), docs/memory-model.md.
 SGLANG_LOAD_EXTRA_BYTES = 0
 # Vision tower activation per patch inside vLLM's profile run, in widths of embed_dim at the compute
 # dtype (the float32 pixel values counted apart), per engine (V1 / V0). CALIBRATED on public logs

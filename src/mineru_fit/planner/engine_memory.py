@@ -7,11 +7,14 @@ engine version are in engine_versions.py; docs/memory-model.md cites the source 
 
 from __future__ import annotations
 
+import bisect
 import math
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Optional
 
-from mineru_fit.models.spec import ModelSpec
+from mineru_fit.models.spec import ModelSpec, TensorRole
 from mineru_fit.planner import constants as C
 from mineru_fit.planner import terms as T
 from mineru_fit.planner.engine_versions import SglangRules, VllmRules
@@ -211,19 +214,26 @@ def sglang_default_chunk_and_graphs(rules: SglangRules, gpu_mem_mib: float, tp_s
     return 16384, 512
 
 
-def sglang_vlm_fraction(rules: SglangRules, fraction: float, user_given: bool, spec: ModelSpec) -> float:
-    """mem_fraction_static after SGLang's shrink for a multimodal model.
+def sglang_vlm_fraction(rules: SglangRules, fraction: float, user_given: bool, spec: ModelSpec,
+                        multimodal: bool = True) -> float:
+    """mem_fraction_static after SGLang's shrink for a multimodal model (rules per release).
 
-    Up to 0.4.8: × 0.90, user value included (model_runner.py). From 0.4.9, only a default is
-    shrunk (server_args.py adjust_mem_fraction_for_vlm): × 0.95 × clamp(1 − 0.1 × (c − 1), 0.8,
-    1.05) with c = layers × hidden² of the ViT over ViT-L/14's 24 × 1024². It reads the HF vision
-    config's num_hidden_layers (Qwen2-VL configs have none: 24 is taken) and hidden_size (Qwen2-VL:
-    the merger's output; Qwen2.5-VL: the tower width).
+    Up to 0.4.8: × 0.90, user value included (model_runner.py). 0.4.9–0.4.9.post2: × 0.90 of the
+    default only (server_args.py). From 0.4.9.post3, only a default is shrunk
+    (server_args.py adjust_mem_fraction_for_vlm): × 0.95 × clamp(1 − 0.1 × (c − 1), 0.8, 1.05) with
+    c = layers × hidden² of the ViT over ViT-L/14's 24 × 1024². It reads the HF vision config's
+    num_hidden_layers (Qwen2-VL and Qwen2.5-VL configs have none: 24 is taken) and hidden_size
+    (Qwen2-VL: the merger's output; Qwen2.5-VL: the tower width). `multimodal=False`: SGLang does
+    not treat the model as one (no vision_config to read), so nothing is shrunk.
     """
-    if rules.vlm_reduction == "times_0_9":
+    if not multimodal:
+        return fraction
+    if rules.vlm_reduction == "model_runner_0_9":
         return fraction * 0.90
     if user_given:
         return fraction
+    if rules.vlm_reduction == "default_0_9":
+        return fraction * 0.90
     v = spec.vision
     hidden = v.out_hidden_size if v.variant == "qwen2_vl" else v.embed_dim
     ratio = 24 * hidden**2 / (24 * 1024**2)
@@ -231,23 +241,111 @@ def sglang_vlm_fraction(rules: SglangRules, fraction: float, user_given: bool, s
     return fraction * 0.95 * factor
 
 
+# --- what loading the weights takes from the free memory the engine measures ---------------------
+
+
+def caching_allocator_reserved_bytes(sizes: Iterable[int]) -> int:
+    """Memory PyTorch's CUDA caching allocator reserves for tensors allocated in this order, never freed.
+
+    The rules of c10/cuda/CUDACachingAllocator.cpp: a request is rounded up to 512 B; one of at most
+    1 MiB comes from 2 MiB segments, one under 10 MiB from 20 MiB segments, a larger one gets its
+    own segment rounded up to 2 MiB; a free block is reused best-fit and split when what remains is
+    at least 512 B (small pool) or more than 1 MiB (large pool). SGLang's "mem usage" at load end
+    is the free memory before minus after (torch.cuda.mem_get_info after empty_cache), so it counts
+    these segments, not the bytes of the tensors; vLLM's "Model loading took" counts the bytes.
+    """
+    free: dict[bool, list[int]] = {True: [], False: []}
+    reserved = 0
+    for n in sizes:
+        size = max(_ALLOC_MIN_BLOCK, -(-n // _ALLOC_MIN_BLOCK) * _ALLOC_MIN_BLOCK)
+        small = size <= _ALLOC_SMALL
+        blocks = free[small]
+        i = bisect.bisect_left(blocks, size)
+        if i < len(blocks):
+            block = blocks.pop(i)
+        else:
+            if small:
+                block = _ALLOC_SMALL_BUFFER
+            elif size < _ALLOC_MIN_LARGE:
+                block = _ALLOC_LARGE_BUFFER
+            else:
+                block = -(-size // _ALLOC_ROUND_LARGE) * _ALLOC_ROUND_LARGE
+            reserved += block
+        rest = block - size
+        if (rest >= _ALLOC_MIN_BLOCK) if small else (rest > _ALLOC_SMALL):
+            bisect.insort(blocks, rest)
+    return reserved
+
+
+_ALLOC_MIN_BLOCK = 512
+_ALLOC_SMALL = 1 << 20
+_ALLOC_SMALL_BUFFER = 2 << 20
+_ALLOC_MIN_LARGE = 10 << 20
+_ALLOC_ROUND_LARGE = 2 << 20
+_ALLOC_LARGE_BUFFER = 20 << 20
+
+# The language model's projections both engines load into one fused parameter (QKVParallelLinear,
+# MergedColumnParallelLinear): q/k/v weight and bias, gate/up weight.
+_FUSED = re.compile(r"layers\.\d+\.(?:self_attn\.(q|k|v)_proj\.(weight|bias)|mlp\.(gate|up)_proj\.weight)$")
+
+
+def engine_parameter_allocations(spec: ModelSpec, dtype_bytes: int, quant: Quant, tp_size: int = 1,
+                                 rotary_bytes: int = 0) -> list[int]:
+    """Bytes of each parameter an engine allocates, in module order (vision tower, language model,
+    lm_head), with q/k/v and gate/up fused as the engines fuse them, split over tp_size, and the
+    rotary cos/sin cache created in the first decoder layer."""
+    dtype = {1: "float16", 2: "bfloat16", 4: "float32"}.get(dtype_bytes, "bfloat16")
+    sizes: list[int] = []
+    pending: dict[str, int] = {}
+    for t in spec.tensors:
+        quantizable = t.role in (TensorRole.linear, TensorRole.vision_linear)
+        n = (T.quantized_tensor_bytes(t, quant, double_quant=False) if quant is not Quant.none and quantizable
+             else t.numel * T.DTYPE_BYTES[dtype])
+        n = -(-n // tp_size) if t.role is not TensorRole.norm else n
+        fused = _FUSED.search(t.name)
+        if fused:
+            key = "qkv." + fused.group(2) if fused.group(1) else "gate_up"
+            pending[key] = pending.get(key, 0) + n
+            if fused.group(1) in ("v",) or fused.group(3) == "up":
+                sizes.append(pending.pop(key))
+            continue
+        sizes.append(n)
+        if rotary_bytes and t.name.endswith("layers.0.self_attn.o_proj.weight"):
+            sizes.append(rotary_bytes)
+    return sizes
+
+
+def sglang_weight_bytes(spec: ModelSpec, dtype_bytes: int, quant: Quant, tp_size: int = 1) -> int:
+    """What SGLang's "Load weight end ... mem usage" reports: the allocator's segments for the fused
+    parameters plus its rotary cos/sin cache, kept in float32 on CUDA (rotary_embedding.py
+    "cache needs to be in FP32", 0.4.7–0.5.x) for max_position_embeddings positions."""
+    t = spec.text
+    rotary = C.SGLANG_MROPE_CACHE_COPIES * t.max_position_embeddings * t.head_dim * C.SGLANG_ROPE_CACHE_DTYPE_BYTES
+    sizes = engine_parameter_allocations(spec, dtype_bytes, quant, tp_size, rotary_bytes=rotary)
+    return caching_allocator_reserved_bytes(sizes) + C.SGLANG_LOAD_EXTRA_BYTES
+
+
 def sglang_memory(spec: ModelSpec, rules: SglangRules, *, free_at_start_bytes: int, fraction: float,
                   dtype_bytes: int = 2, kv_dtype_bytes: int = 2, quant: Quant = Quant.none,
                   tp_size: int = 1, chunk_tokens: int = 2048, max_image_tokens: int = 2048,
-                  cuda_graphs: bool = True, graph_bs: int = 8) -> EngineMemory:
+                  cuda_graphs: bool = True, graph_bs: int = 8, weights_bytes: Optional[int] = None,
+                  max_total_tokens: Optional[int] = None) -> EngineMemory:
     """SGLang's KV pool: mem_fraction_static × (free at start) minus what loading the weights used.
 
     model_runner.py profile_max_num_token (0.4.6–0.5.5): rest = available_after_load −
     total_at_start × (1 − mem_fraction_static), where total_at_start is the free memory measured
     once the CUDA context exists ("Load weight begin. avail mem") and available_after_load the free
-    memory after the weights ("Load weight end"). So KV = fraction × F0 − (F0 − F1).
+    memory after the weights ("Load weight end"). So KV = fraction × F0 − (F0 − F1), in whole
+    tokens of cell size, then cut to --max-total-tokens when one is given (init_memory_pool).
+    `weights_bytes` replaces the predicted load (a model the planner does not size).
     """
-    weights = (engine_weight_bytes(spec, dtype_bytes, quant, tp_size, rotary_copies=C.SGLANG_MROPE_CACHE_COPIES)
-               + C.SGLANG_LOAD_EXTRA_BYTES)
+    weights = sglang_weight_bytes(spec, dtype_bytes, quant, tp_size) if weights_bytes is None else weights_bytes
     budget = int(fraction * free_at_start_bytes)
     kv = budget - weights
     per_token = T.kv_bytes_per_token(spec, kv_dtype_bytes, tp_size)
     tokens = max(0, kv // per_token)
+    if max_total_tokens is not None:
+        tokens = min(tokens, max_total_tokens)
     encoder = max(max_image_tokens, chunk_tokens)
     act = max(_engine_vision_bytes(spec, max_image_tokens, dtype_bytes),
               T.llm_prefill_activation_bytes(spec, chunk_tokens, dtype_bytes)

@@ -24,6 +24,12 @@ def parse_version(text: str) -> Version:
     return tuple(int(part) for part in core.group(1).split("."))
 
 
+def post_release(text: str) -> int:
+    """'0.4.9.post3' -> 3; 0 for a release without a .postN suffix (SGLang moved rules at post releases)."""
+    match = re.search(r"\.post(\d+)", text or "")
+    return int(match.group(1)) if match else 0
+
+
 def version_text(version: Version) -> str:
     return ".".join(str(p) for p in version)
 
@@ -90,11 +96,14 @@ class SglangRules:
     # "reserve_table": (gpu_mem - reserved) / gpu_mem with reserved by card class (0.4.8–0.5.2).
     # "chunk_and_graphs": reserved = 512 MiB + 1.5 MiB × chunk + 2 MiB × cuda_graph_max_bs (0.5.3 on).
     default_formula: str
-    # Up to 0.4.8 ModelRunner multiplies every mem_fraction_static (the user's too) by 0.90 for a
-    # multimodal model ("Automatically reduce --mem-fraction-static ... because this is a multimodal
-    # model", model_runner.py). From 0.4.9 server_args.adjust_mem_fraction_for_vlm scales only the
-    # default, by the ViT's size.
-    vlm_reduction: str  # "times_0_9" | "vit_scaled_default"
+    # How a multimodal model's fraction is shrunk (read in each wheel, 2026-12-01):
+    # "model_runner_0_9": ModelRunner multiplies every fraction, the user's too, by 0.90 and logs
+    #   "Automatically reduce --mem-fraction-static to X because this is a multimodal model"
+    #   (model_runner.py, 0.4.6–0.4.8);
+    # "default_0_9": server_args.py multiplies only its own default by 0.90 (0.4.9–0.4.9.post2);
+    # "vit_scaled_default": server_args.adjust_mem_fraction_for_vlm scales only the default by the
+    #   ViT's size and logs "Multimodal model: Dynamically adjusted --mem-fraction-static" (0.4.9.post3 on).
+    vlm_reduction: str
 
     @property
     def label(self) -> str:
@@ -109,8 +118,10 @@ def sglang_rules(version: str) -> SglangRules:
         formula = "reserve_table"
     else:
         formula = "chunk_and_graphs"
-    return SglangRules(
-        version=v,
-        default_formula=formula,
-        vlm_reduction="times_0_9" if v < (0, 4, 9) else "vit_scaled_default",
-    )
+    if v < (0, 4, 9):
+        reduction = "model_runner_0_9"
+    elif v[:3] == (0, 4, 9) and post_release(version) < 3:
+        reduction = "default_0_9"
+    else:
+        reduction = "vit_scaled_default"
+    return SglangRules(version=v, default_formula=formula, vlm_reduction=reduction)

@@ -4,6 +4,7 @@ A record (tests/data/engine_logs/*.json) holds what a public log says about one 
 the inputs the engine was given, the figures it printed, and how reliable each input is.
 `compare` predicts the same figures with engine_memory.py; `summarize` gives the error per
 engine and version. benchmarks/planner_vs_logs.py and tests/test_planner_logs.py both use it.
+vLLM and SGLang records are compared with each engine's own accounting (engine_memory.py).
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from mineru_fit.models.spec import ModelSpec
 from mineru_fit.planner import constants as C
 from mineru_fit.planner import terms as T
-from mineru_fit.planner.engine_memory import engine_weight_bytes, vllm_memory
-from mineru_fit.planner.engine_versions import vllm_rules
+from mineru_fit.planner.engine_memory import (
+    engine_weight_bytes, sglang_default_fraction, sglang_memory, sglang_vlm_fraction, sglang_weight_bytes, vllm_memory,
+)
+from mineru_fit.planner.engine_versions import sglang_rules, vllm_rules
 from mineru_fit.planner.levels import Quant
 from mineru_fit.units import GIB
 
@@ -52,6 +55,17 @@ class LogInputs(_Strict):
     cuda_graphs: bool = True
     tp_size: int = 1
     quantization: Optional[str] = None
+    # SGLang: the free memory it measured once its CUDA context existed ("Load weight begin. avail
+    # mem", or avail mem at load end + mem usage), the card's capacity as server_args reads it
+    # (nvidia-smi MiB, for its default fraction), a user's --mem-fraction-static (None: the
+    # default), --max-total-tokens, and whether SGLang shrinks the fraction for a multimodal model.
+    free_at_start_gib: Optional[float] = None
+    gpu_mem_mib: Optional[int] = None
+    mem_fraction_static: Optional[float] = None
+    max_total_tokens: Optional[int] = None
+    chunked_prefill_size: Optional[int] = None
+    cuda_graph_max_bs: Optional[int] = None
+    vlm_shrink: bool = True
 
 
 class LoggedFigures(_Strict):
@@ -67,6 +81,7 @@ class LoggedFigures(_Strict):
     graph_gib: Optional[float] = None
     activation_gib: Optional[float] = None
     non_torch_gib: Optional[float] = None
+    fraction: Optional[float] = Field(None, description="SGLang: the mem_fraction_static it ended up using, as logged.")
 
 
 class LogRecord(_Strict):
@@ -74,7 +89,7 @@ class LogRecord(_Strict):
     model: str
     config: str = Field(description="'shipped:<name>' or a path under tests/data/engine_logs/")
     preprocessor: Optional[str] = None
-    family: Literal["qwen2_vl", "qwen2_5_vl"]
+    family: Literal["qwen2_vl", "qwen2_5_vl", "mineru2_qwen"]
     engine: Literal["vllm", "sglang"]
     engine_version: str
     engine_mode: Optional[Literal["v0", "v1"]] = None
@@ -93,6 +108,8 @@ class LogRecord(_Strict):
         default_factory=dict,
         description="Plausible values for unknown inputs: predicted apart ('under assumptions'), never in the error.",
     )
+    weights_sized: bool = Field(
+        True, description="False: the planner does not size this model; the KV check uses the logged weights.")
 
 
 class Comparison(_Strict):
@@ -115,6 +132,9 @@ class Comparison(_Strict):
     predicted_fits: Optional[bool]
     assumed_kv_tokens_error: Optional[float] = None
     assumed_kv_gib_error: Optional[float] = None
+    logged_fraction: Optional[float] = None
+    predicted_fraction: Optional[float] = None
+    kv_capped: bool = False
     note: str = ""
 
 
@@ -149,8 +169,8 @@ def compare(record: LogRecord, spec: ModelSpec) -> Comparison:
 
 
 def _compare(record: LogRecord, spec: ModelSpec) -> Comparison:
-    if record.engine != "vllm":
-        raise ValueError(f"{record.id}: only vLLM records are compared (no SGLang Qwen2-VL log was found)")
+    if record.engine == "sglang":
+        return _compare_sglang(record, spec)
     i = record.inputs
     quant = i.quantization
     note = ""
@@ -210,6 +230,59 @@ def _compare(record: LogRecord, spec: ModelSpec) -> Comparison:
     )
 
 
+def sglang_fraction(record: LogRecord, spec: ModelSpec) -> Optional[float]:
+    """The mem_fraction_static SGLang `record.engine_version` uses: the user's or its default for the
+    card, then its multimodal shrink (engine_versions.sglang_rules). None if the card is unknown."""
+    i = record.inputs
+    rules = sglang_rules(record.engine_version)
+    if i.mem_fraction_static is not None:
+        return sglang_vlm_fraction(rules, i.mem_fraction_static, True, spec, i.vlm_shrink)
+    if i.gpu_mem_mib is None:
+        return None
+    default = sglang_default_fraction(rules, i.gpu_mem_mib, i.tp_size, i.chunked_prefill_size, i.cuda_graph_max_bs)
+    return sglang_vlm_fraction(rules, default, False, spec, i.vlm_shrink)
+
+
+def _compare_sglang(record: LogRecord, spec: ModelSpec) -> Comparison:
+    """SGLang: weights as its allocator reserves them, its fraction by version and card, and the KV
+    pool fraction × F0 − (weights) in whole tokens, from the free memory it logged at start."""
+    i, logged = record.inputs, record.logged
+    note = ""
+    weights: Optional[float] = None
+    if record.weights_sized and i.quantization is None:
+        weights = sglang_weight_bytes(spec, 2, Quant.none, i.tp_size) / GIB
+    elif not record.weights_sized:
+        note = "weights not predicted (a model the planner does not size): the KV check uses the logged load"
+    w_err = _rel(weights, logged.weights_gib) if weights is not None and logged.weights_gib else None
+    fraction = sglang_fraction(record, spec)
+    load = weights if record.weights_sized else logged.weights_gib
+    pred_kv = pred_tokens = None
+    fits: Optional[bool] = None
+    if fraction is not None and i.free_at_start_gib is not None and load is not None:
+        mem = sglang_memory(spec, sglang_rules(record.engine_version), free_at_start_bytes=int(i.free_at_start_gib * GIB),
+                            fraction=fraction, tp_size=i.tp_size, weights_bytes=int(load * GIB),
+                            max_total_tokens=i.max_total_tokens)
+        pred_kv, pred_tokens = mem.kv_cache / GIB, mem.kv_tokens
+        fits = mem.kv_tokens > 0
+    capped = i.max_total_tokens is not None and logged.kv_tokens == i.max_total_tokens
+    if capped:
+        note = (note + "; " if note else "") + "KV cut to --max-total-tokens: the profiled pool is not in the log"
+    tok_err = (_rel(pred_tokens, logged.kv_tokens)
+               if pred_tokens is not None and logged.kv_tokens and not capped else None)
+    gib_err = (_rel(pred_kv, logged.kv_gib)
+               if pred_kv is not None and logged.kv_gib and not capped else None)
+    return Comparison(
+        id=record.id, engine=record.engine, engine_version=record.engine_version, family=record.family,
+        full_figures=record.full_figures, split=record.split,
+        logged_weights_gib=logged.weights_gib, predicted_weights_gib=weights, weights_error=w_err,
+        logged_kv_gib=logged.kv_gib, predicted_kv_gib=pred_kv,
+        logged_kv_tokens=logged.kv_tokens, predicted_kv_tokens=pred_tokens,
+        kv_tokens_error=tok_err, kv_gib_error=gib_err,
+        logged_failed=logged.failure_kind == "memory", predicted_fits=fits,
+        logged_fraction=logged.fraction, predicted_fraction=fraction, kv_capped=capped, note=note,
+    )
+
+
 def mape(values: list[float]) -> Optional[float]:
     return sum(abs(v) for v in values) / len(values) if values else None
 
@@ -230,6 +303,9 @@ def summarize(results: list[Comparison]) -> dict:
             "weights_max_abs_error": max((abs(r.weights_error) for r in rows if r.weights_error is not None), default=None),
             "kv_tokens_mape": mape([r.kv_tokens_error for r in full if r.kv_tokens_error is not None]),
             "kv_gib_mape": mape([r.kv_gib_error for r in full if r.kv_gib_error is not None and r.logged_kv_gib > 0]),
+            "fraction_max_abs_error": max((abs(r.predicted_fraction - r.logged_fraction) for r in rows
+                                           if r.predicted_fraction is not None and r.logged_fraction is not None),
+                                          default=None),
             "failed_starts": sum(r.logged_failed for r in rows),
             "failed_starts_predicted_not_fitting": sum(r.logged_failed and r.predicted_fits is False for r in rows),
         }
