@@ -31,7 +31,7 @@ def latest_measurements(folder: Path) -> list[tuple[Path, dict[str, Any]]]:
             record = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
-        if record.get("benchmark") != "gpu_memory" or not record.get("machine", {}).get("gpu"):
+        if record.get("benchmark") not in ("gpu_memory", "make_gpu") or not record.get("machine", {}).get("gpu"):
             continue
         gpu = record["machine"]["gpu"]
         if gpu not in newest or record["date"] > newest[gpu][1]["date"]:
@@ -67,6 +67,7 @@ def render_table(path: Path, record: dict[str, Any]) -> str:
             f"| {level} | {_gib(row.get('predicted_bytes'))} | {_gib(measured)} | {err} | {share} | {claim} | "
             f"{m.get('pages_per_s') or '—'} | {m.get('tokens_per_s') or '—'} |"
         )
+    lines += _serve_lines(record.get("serve") or {})
     floor = next((r for r in record["summary"] if "peak_over_floor" in r), None)
     if floor:
         lines.append("")
@@ -74,6 +75,24 @@ def render_table(path: Path, record: dict[str, Any]) -> str:
                      f"floor of {_gib(floor['floor_bytes'])} (CUDA context + 4-bit weights + one largest image's "
                      "activations + KV for one request).")
     return "\n".join(lines)
+
+
+def _serve_lines(serve: dict[str, Any]) -> list[str]:
+    """`make gpu`'s server figures under the table: throughput and the out-of-memory burst."""
+    lines = []
+    rows = [r for r in serve.get("throughput") or [] if "tokens_per_s" in r]
+    if rows:
+        lines += ["", f"Built-in engine server at level {serve.get('level')}, {serve.get('max_tokens')} tokens per "
+                      "request: " + "; ".join(f"concurrency {r['concurrency']}: {r['requests_per_s']} requests/s, "
+                                              f"{r['tokens_per_s']} tokens/s" for r in rows) + "."]
+    oom = serve.get("oom") or {}
+    if oom.get("burst") and oom.get("cap"):
+        events = oom["oom_events"]
+        lines += ["", f"Under an allocator cap of {_gib(oom['cap']['cap_bytes'])} (below the need): "
+                      f"{oom['burst']['requests']} requests in one burst, answered {oom['burst']['statuses']}; "
+                      f"{events.get('split', 0):g} batch splits, {events.get('shrink', 0):g} image shrinks, "
+                      f"{events.get('rejected', 0):g} answered 503; then {oom['recovery']['statuses']}."]
+    return lines
 
 
 def render_section(measurements: list[tuple[Path, dict[str, Any]]]) -> str:
