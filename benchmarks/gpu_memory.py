@@ -167,6 +167,7 @@ def run_worker(level: str, model_dir: str, device: str, pages: int, output_token
     return {
         "level": level,
         "pid": os.getpid(),
+        "torch_cuda": torch.version.cuda,
         "plan": plan.model_dump(),
         "predicted_peak_bytes": plan.predicted_peak_bytes,
         "predicted_weights_bytes": T.weights_bytes(spec, plan.dtype, Quant(plan.weight_format), quantize_vision=True),
@@ -206,14 +207,12 @@ def _oom_events(state: Any) -> dict[str, float]:
 # ----------------------------------------------------------------------------- the parent
 
 def gpu_facts(device: str) -> dict[str, Any]:
-    """The machine a record was measured on: GPU, driver, CUDA, torch (no CUDA context made here)."""
-    import torch
-
+    """The machine a record was measured on: GPU, driver, torch (torch's CUDA comes from the workers).
+    Torch is not imported here: seconds a CPU rehearsal does not spend, and no CUDA context."""
     from mineru_fit.devices import read_inventory
 
-    facts: dict[str, Any] = {"torch": torch.__version__, "torch_cuda": torch.version.cuda, "device": device,
-                             "python": platform.python_version(), "platform": platform.platform()}
-    for package in ("transformers", "bitsandbytes"):
+    facts: dict[str, Any] = {"device": device, "python": platform.python_version(), "platform": platform.platform()}
+    for package in ("torch", "transformers", "bitsandbytes"):
         try:
             facts[package] = importlib.metadata.version(package)
         except importlib.metadata.PackageNotFoundError:
@@ -371,6 +370,7 @@ def main() -> None:
             continue
         watch_dir = Path(tempfile.mkdtemp(prefix=f"watch-{level}-")) if level == args.watch_level else None
         results.append(run_level(level, worker_command(level, model_dir, args), timeout_s, watch_dir, gpu_index))
+    facts["torch_cuda"] = next((r["torch_cuda"] for r in results if "torch_cuda" in r), None)
     date = datetime.now(timezone.utc)
     record = {
         "benchmark": "gpu_memory",

@@ -16,6 +16,7 @@ import importlib.metadata as md
 import json
 import platform
 import sys
+from pathlib import Path
 from typing import Any
 
 # What the make-gpu steps import (the engine server, the CLI, the monitor, the charts).
@@ -48,11 +49,19 @@ def main() -> int:
     args = parser.parse_args()
     problems: list[str] = []
     report: dict[str, Any] = {"python": platform.python_version(), "executable": sys.executable}
-    for name in MODULES:
+    # On the CPU (the dry run) torch and its kin are left to the steps that use them: each of those
+    # imports them anyway, with the same packages hidden, and importing them here costs a CPU 10 s.
+    heavy = () if args.device.startswith("cuda") else ("torch", "transformers", "accelerate", "bitsandbytes")
+    for name in (m for m in MODULES if m not in heavy):
         try:
             importlib.import_module(name)
         except Exception as exc:  # a missing wheel, or one that does not load here
             problems.append(f"cannot import {name}: {type(exc).__name__}: {exc}")
+    # The carried wheels against what the machine has: versions there are not on record.
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    from gpu_wheelhouse import CARRY, requirement_problems
+
+    problems += requirement_problems(CARRY, f"{sys.version_info.major}.{sys.version_info.minor}")
     report["versions"] = {}
     for dist in DISTRIBUTIONS:
         try:

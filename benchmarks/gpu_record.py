@@ -31,7 +31,8 @@ CHART_NAME = "memory-by-level.png"
 def _portable(record: dict[str, Any], run: Run) -> dict[str, Any]:
     """No paths of this machine in a file that gets committed."""
     text = json.dumps(record)
-    for path, name in ((str(run.work), "$WORK"), (str(ROOT), "."), (sys.executable, "python")):
+    for path, name in ((str(run.work), "$WORK"), (str(run.out.resolve()), "$OUT"), (str(run.out), "$OUT"),
+                       (str(ROOT), "."), (sys.executable, "python")):
         text = text.replace(json.dumps(path)[1:-1], name)
     return json.loads(text)
 
@@ -142,8 +143,10 @@ def print_summary(run: Run) -> None:
     """The short table, printed last (the device tool returns the end of the output)."""
     record = run.data.get("record") or {}
     machine = record.get("machine") or {}
+    broken = [s["step"] for s in run.steps if s["status"] == "error"]
+    outcome = f"ERROR in {', '.join(broken)}" if broken else record.get("verdict", "no record")
     print(f"\n== make gpu on {machine.get('gpu') or 'no GPU'} (driver {machine.get('driver')}, CUDA "
-          f"{machine.get('torch_cuda')}, torch {machine.get('torch')}): {record.get('verdict', 'no record')} "
+          f"{machine.get('torch_cuda')}, torch {machine.get('torch')}): {outcome} "
           f"in {run.elapsed():.0f} s of {run.args.budget_s:.0f} s ==")
     levels = {r["level"]: r for r in record.get("levels", [])}
     print(f"{'level':<11}{'pred GiB':>9}{'meas GiB':>9}{'error':>8}{'pages/s':>9}{'tok/s':>8}")

@@ -3,7 +3,7 @@
 Steps, each time-boxed inside one budget (default 450 s, under the 8 minutes allowed):
 preflight (imports, bitsandbytes on the GPU) -> build the real-size MinerU2.5 with random
 weights -> the memory table (benchmarks/gpu_memory.py: every level in a fresh process, one level
-under `mineru-fit monitor watch` with a `monitor --once --json` snapshot) -> the built-in
+(extreme) under `mineru-fit monitor watch` with a `monitor --once --json` snapshot) -> the built-in
 engine's server at concurrency 1, 8, 32 and its out-of-memory path under a real cap
 (benchmarks/gpu_serve.py) -> the record docs/measurements/<gpu>-<date>.json, calibration.json,
 the README table and chart, pass/fail of every check, and a short table printed last.
@@ -45,9 +45,11 @@ class Step:
     timeout_s: float
 
 
-STEPS = (Step("preflight", 15, 90), Step("build_model", 30, 150), Step("memory_table", 170, 260),
+STEPS = (Step("preflight", 15, 90), Step("build_model", 20, 150), Step("memory_table", 170, 260),
          Step("serve", 110, 180), Step("finalize", 10, 60))
 FINALIZE_RESERVE_S = 30
+# Run under `monitor watch`: the longest run (batch 1), with 4-bit weights and the floor check.
+WATCH_LEVEL = "extreme"
 
 
 class Tee:
@@ -71,6 +73,7 @@ class Run:
         self.args, self.dry = args, args.dry
         self.out = args.out_dir
         self.work = Path(tempfile.mkdtemp(prefix="make-gpu-"))
+        os.environ["TMPDIR"] = str(self.work)  # the children's scratch folders too: one place, removed at the end
         self.root = ROOT if not self.dry else self.out / "tree"
         self.device = "cpu" if self.dry else args.device
         self.started = time.monotonic()
@@ -83,7 +86,7 @@ class Run:
 
     def step(self, step: Step, fn: Callable[[float], Any]) -> bool:
         reserve = 0 if step.name == "finalize" else FINALIZE_RESERVE_S
-        timeout = min(step.timeout_s, self.deadline - time.monotonic() - reserve)
+        timeout = min(step.timeout_s * self.args.timeout_scale, self.deadline - time.monotonic() - reserve)
         row: dict[str, Any] = {"step": step.name, "estimate_s": step.estimate_s, "timeout_s": round(timeout)}
         if timeout < 5:
             row.update(status="skipped", detail="the time box ran out")
@@ -136,6 +139,45 @@ def use_paths() -> None:
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
 
 
+# The dry run's processes see only what the GPU machine will have: a package that is installed
+# here but neither there nor carried looks absent, exactly as it will there.
+DEVICE_ONLY = """import importlib.machinery, sys
+BLOCKED = frozenset(%s)
+
+
+class DeviceOnlyPathFinder(importlib.machinery.PathFinder):
+    \"\"\"make gpu GPU_DRY=1: these packages are not on the GPU machine nor carried (scripts/gpu_wheelhouse.py).\"\"\"
+
+    @classmethod
+    def find_spec(cls, name, path=None, target=None):
+        if name.partition(".")[0] in BLOCKED:
+            return None
+        return super().find_spec(name, path, target)
+
+
+sys.meta_path[:] = [DeviceOnlyPathFinder if f is importlib.machinery.PathFinder else f for f in sys.meta_path]
+"""
+
+
+def device_only_imports(run: Run) -> int:
+    """Dry run: hide from this process and its children every package the GPU machine will lack."""
+    import importlib.metadata as md
+
+    from gpu_wheelhouse import CARRY, canonical, device_packages, installed_closure
+
+    # The machine's packages bring their own needs there; here, other versions may need other
+    # packages (huggingface-hub 2 needs httpx2, 1.33 there does not), so those count as present.
+    allowed = installed_closure(device_packages()) | {canonical(n) for n in CARRY} | {"mineru-fit"}
+    blocked = sorted(top for top, dists in md.packages_distributions().items()
+                     if not any(canonical(d) in allowed for d in dists))
+    folder = run.work / "device-only"
+    folder.mkdir()
+    (folder / "sitecustomize.py").write_text(DEVICE_ONLY % json.dumps(blocked))
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(folder), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    exec(compile((folder / "sitecustomize.py").read_text(), "sitecustomize.py", "exec"), {})
+    return len(blocked)
+
+
 def preflight(run: Run, timeout: float) -> str:
     run.sub([sys.executable, str(ROOT / "benchmarks" / "gpu_preflight.py"), "--device", run.device],
             timeout, "preflight.log")
@@ -146,21 +188,36 @@ def preflight(run: Run, timeout: float) -> str:
     return f"{report.get('gpu') or 'no GPU (dry run)'}, torch {report['versions']['torch']}" + (f", {Path(bnb).name}" if bnb else "")
 
 
+def start_build(run: Run) -> subprocess.Popen:
+    """The model is built while the preflight runs: neither needs the other until the table."""
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "realsize.py"), str(run.work / "model"), "--device", run.device]
+    log = open(run.work / "build_model.log", "w")
+    return subprocess.Popen(cmd + (["--tiny"] if run.dry else []), stdout=log, stderr=subprocess.STDOUT)
+
+
 def build_model(run: Run, timeout: float) -> str:
+    proc: subprocess.Popen = run.data.pop("build")
+    try:
+        code = proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        proc.kill()
+        raise RuntimeError(f"timed out after {timeout:.0f} s more") from exc
+    if code != 0:
+        tail = " | ".join((run.work / "build_model.log").read_text(errors="replace").strip().splitlines()[-3:])
+        raise RuntimeError(f"exit {code}: {tail}")
     model = run.work / "model"
-    cmd = [sys.executable, str(ROOT / "benchmarks" / "realsize.py"), str(model), "--device", run.device]
-    run.sub(cmd + (["--tiny"] if run.dry else []), timeout, "build_model.log")
     run.data["model_dir"] = model
     size = sum(p.stat().st_size for p in model.glob("*.safetensors"))
-    return f"{size / 2**20:.1f} MiB of weights"
+    return f"{size / 2**20:.1f} MiB of weights, {time.monotonic() - run.started:.0f} s after the start"
 
 
 def memory_table(run: Run, timeout: float) -> str:
     out = run.work / "table"
-    levels, pages, tokens = ("basic,extreme", 2, 3) if run.dry else ("none,basic,aggressive,extreme", 8, 64)
+    # The dry run measures one level (the one watched): each level costs a fresh torch import.
+    levels, pages, tokens = ("extreme", 2, 3) if run.dry else ("none,basic,aggressive,extreme", 8, 64)
     cmd = [sys.executable, str(ROOT / "benchmarks" / "gpu_memory.py"), "--model-dir", str(run.data["model_dir"]),
            "--device", run.device, "--levels", levels, "--pages", str(pages), "--output-tokens", str(tokens),
-           "--out", str(out), "--watch-level", "basic", "--no-calibrate", "--timeout-s", "100",
+           "--out", str(out), "--watch-level", WATCH_LEVEL, "--no-calibrate", "--timeout-s", str(int(100 * run.args.timeout_scale)),
            "--budget-s", str(int(timeout - 10))]
     run.sub(cmd, timeout, "memory_table.log")
     [path] = list(out.glob("*.json"))
@@ -211,6 +268,17 @@ def finalize(run: Run, timeout: float) -> str:
     return f"{len(files)} files written and checked"
 
 
+def clear_previous(out: Path) -> None:
+    """A rerun into the same folder must not pass off the last run's files as its own."""
+    from gpu_land import FILES_NAME
+
+    listed = out / FILES_NAME
+    names = list(json.loads(listed.read_text())) if listed.is_file() else []
+    fixed = [FILES_NAME, "calibration.json", "memory-by-level.png", "gpu-run.log", "serve-throughput.log", "serve-oom.log"]
+    for name in names + fixed:
+        (out / Path(name).name).unlink(missing_ok=True)
+
+
 def command_line(args: argparse.Namespace) -> str:
     """The exact command, as the user typed it where possible."""
     if os.environ.get("MAKELEVEL"):
@@ -224,20 +292,28 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--dry", action="store_true", help="every step at tiny size on the CPU, into --out-dir only")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--wheels", type=Path, help="a folder of wheels to install first (no network needed)")
-    parser.add_argument("--budget-s", type=float, default=450, help="the whole run, finalize included")
+    parser.add_argument("--budget-s", type=float, help="the whole run, finalize included (default 450; dry 1800)")
     args = parser.parse_args(argv)
+    # A shared 2-core machine imports torch several times slower than the GPU machine's 16 cores.
+    args.timeout_scale = 5.0 if args.dry else 1.0
+    args.budget_s = args.budget_s or (1800.0 if args.dry else 450.0)
     args.out_dir.mkdir(parents=True, exist_ok=True)
+    clear_previous(args.out_dir)
     sys.stdout = Tee(args.out_dir / "gpu-run.log")  # type: ignore[assignment]
     installed = install_wheels(args.wheels) if args.wheels and not args.dry else None
     use_paths()
     run = Run(args)
     run.data["command"] = command_line(args)
+    if args.dry:
+        installed = f"{device_only_imports(run)} packages hidden that the GPU machine will not have"
     print(f"make gpu{' (dry run on the CPU)' if args.dry else ''}: budget {args.budget_s:.0f} s, work in {run.work}"
           + (f"; {installed}" if installed else ""), flush=True)
     steps = {"preflight": preflight, "build_model": build_model, "memory_table": memory_table, "serve": serve,
              "finalize": finalize}
+    run.data["build"] = start_build(run)
     for step in STEPS:
         if step.name == "build_model" and run.steps[-1]["status"] != "ok":
+            run.data.pop("build").kill()
             break  # nothing runs without the imports the preflight checked
         if step.name in ("memory_table", "serve") and "model_dir" not in run.data:
             continue

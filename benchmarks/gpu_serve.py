@@ -186,14 +186,14 @@ class Server:
 # ----------------------------------------------------------------------------- the steps
 
 def throughput(server: Server, concurrencies: list[int], max_tokens: int, crop_scale: float,
-               deadline: float) -> list[dict[str, Any]]:
+               deadline: float, min_requests: int = 8) -> list[dict[str, Any]]:
     send_all(server.base, mixed_workload(2, 2, crop_scale), 2)  # warm-up: kernels, allocator, caches
     rows = []
     for c in concurrencies:
         if time.monotonic() > deadline:
             rows.append({"concurrency": c, "skipped": "time box reached"})
             continue
-        rows.append(send_all(server.base, mixed_workload(max(8, 2 * c), max_tokens, crop_scale), c))
+        rows.append(send_all(server.base, mixed_workload(max(min_requests, 2 * c), max_tokens, crop_scale), c))
     return rows
 
 
@@ -256,7 +256,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                     logs / "serve-throughput.log")
     try:
         result["throughput_server"] = {"command": server.command, "ready_s": server.wait_healthy(args.budget_s)}
-        result["throughput"] = throughput(server, concurrencies, args.max_tokens, args.crop_scale, deadline)
+        result["throughput"] = throughput(server, concurrencies, args.max_tokens, args.crop_scale, deadline,
+                                          min_requests=2 if args.dry else 8)
         if args.dry:  # no allocator cap on the CPU: the same server takes the OOM burst
             result["oom"] = {"cap": None, "note": "CPU rehearsal: no allocator cap, so nothing runs out of memory",
                              "server": result["throughput_server"],

@@ -25,8 +25,9 @@ from typing import Iterable, Optional
 ROOT = Path(__file__).resolve().parents[1]
 DEVICE_PACKAGES = ROOT / "scripts" / "gpu_device_packages.txt"
 # What the make-gpu steps import that the machine lacks (the test checks this list is complete).
-CARRY = ("pydantic", "pydantic-core", "annotated-types", "typing-inspection", "pydantic-settings", "python-dotenv",
-         "fastapi", "starlette", "uvicorn", "bitsandbytes")
+# typing-extensions is there, at a version not on record: pydantic needs >= 4.16, so ours comes along.
+CARRY = ("pydantic", "pydantic-core", "annotated-types", "typing-inspection", "typing-extensions",
+         "pydantic-settings", "python-dotenv", "fastapi", "starlette", "opentelemetry-api", "uvicorn", "bitsandbytes")
 # The device tool's limit on what travels with a call: working tree plus carried folders.
 TRAVEL_LIMIT_BYTES = 64 * 2**20
 PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_24_x86_64", "manylinux_2_17_x86_64",
@@ -50,6 +51,28 @@ def device_environment(python_version: str) -> dict[str, str]:
             "implementation_name": "cpython", "platform_python_implementation": "CPython", "extra": ""}
 
 
+def installed_closure(names: Iterable[str]) -> set[str]:
+    """`names` and everything they require as installed here (markers evaluated for this Python)."""
+    from packaging.requirements import Requirement
+
+    seen: set[str] = set()
+    todo = [canonical(n) for n in names]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            requires = md.requires(name) or ()
+        except md.PackageNotFoundError:
+            continue
+        for line in requires:
+            req = Requirement(line)
+            if req.marker is None or req.marker.evaluate({"extra": ""}):
+                todo.append(canonical(req.name))
+    return seen
+
+
 def unmet_requirements(names: Iterable[str], present: set[str], python_version: str = "3.12") -> dict[str, list[str]]:
     """For each carried distribution (as installed here): what it requires that is neither carried
     nor on the machine. Empty when the wheelhouse is complete."""
@@ -66,6 +89,33 @@ def unmet_requirements(names: Iterable[str], present: set[str], python_version: 
             if canonical(req.name) not in carried | present:
                 unmet.setdefault(name, []).append(str(req))
     return unmet
+
+
+def requirement_problems(names: Iterable[str], python_version: str) -> list[str]:
+    """Installed here (or there): each carried distribution's requirements that the versions present
+    do not satisfy. The preflight runs this on the GPU machine, where versions are not on record."""
+    from packaging.requirements import Requirement
+
+    env = device_environment(python_version)
+    problems = []
+    for name in names:
+        try:
+            requires = md.requires(name) or ()
+        except md.PackageNotFoundError:
+            problems.append(f"{name} is not installed")
+            continue
+        for line in requires:
+            req = Requirement(line)
+            if req.marker is not None and not req.marker.evaluate(env):
+                continue
+            try:
+                have = md.version(req.name)
+            except md.PackageNotFoundError:
+                problems.append(f"{name} needs {req}: not installed")
+                continue
+            if req.specifier and not req.specifier.contains(have, prereleases=True):
+                problems.append(f"{name} needs {req}: {have} is installed")
+    return problems
 
 
 def pinned(names: Iterable[str]) -> list[str]:
