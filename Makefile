@@ -48,11 +48,12 @@ bench: $(VENV)/.dev-installed
 # There it runs under the machine's own python3 (torch with CUDA; no network), with the wheels
 # `make gpu-wheels` put in .whl/; copies of what it writes go to GPU_OUT (the device tool's $OUT).
 # GPU_DRY=1: every step at tiny size on the CPU, into GPU_OUT only (a test runs it).
+# GPU_ARGS: more flags for benchmarks/gpu_run.py (e.g. --skip memory_table for a second try).
 GPU_OUT ?= $(or $(OUT),$(if $(GPU_DRY),out/gpu-dry,out/gpu))
 GPU_PYTHON ?= $(if $(GPU_DRY),$(PY),python3)
 GPU_DEPS ?= $(if $(GPU_DRY),$(VENV)/.dev-installed)
 gpu: $(GPU_DEPS)
-	$(GPU_PYTHON) benchmarks/gpu_run.py --out-dir $(GPU_OUT) $(if $(GPU_DRY),--dry,--wheels .whl)
+	$(GPU_PYTHON) benchmarks/gpu_run.py --out-dir $(GPU_OUT) $(if $(GPU_DRY),--dry,--wheels .whl) $(GPU_ARGS)
 
 # The wheels the GPU machine lacks (pydantic, FastAPI, uvicorn, bitsandbytes' CUDA 13 build), into .whl/.
 gpu-wheels: $(VENV)/.dev-installed

@@ -50,6 +50,23 @@ def memory_checks(summary: list[dict[str, Any]], na_reason: Optional[str] = None
     return checks
 
 
+def plan_cap_checks(levels: list[dict[str, Any]], na_reason: Optional[str] = None) -> list[dict[str, Any]]:
+    """Each level runs under its plan's allocator cap: an out-of-memory event there means the plan
+    under-predicted, and the measured peak is then held down by the cap — an error check would pass
+    on a censored number, so this one fails instead."""
+    checks = []
+    for level in levels:
+        name = f"{level['level']}: no out-of-memory under its plan's own cap"
+        m = level.get("measured")
+        if na_reason is not None or m is None:
+            checks.append(_check(name, None, na_reason or level.get("error") or "not measured"))
+            continue
+        hit = {action: n for action, n in (m.get("oom_events") or {}).items() if n}
+        checks.append(_check(name, not hit and not m.get("oom"),
+                             f"out-of-memory events {hit}: {m.get('oom')}" if hit or m.get("oom") else "none"))
+    return checks
+
+
 def monitor_figures(level: dict[str, Any]) -> dict[str, Any]:
     """The watched level's peak as the monitor saw it, beside torch's and NVML's own."""
     m, mon = level.get("measured") or {}, level.get("monitor") or {}

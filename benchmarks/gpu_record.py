@@ -15,7 +15,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional
 
-from gpu_checks import memory_checks, monitor_check, monitor_figures, oom_checks, throughput_checks, verdict
+from gpu_checks import (
+    memory_checks, monitor_check, monitor_figures, oom_checks, plan_cap_checks, throughput_checks, verdict,
+)
 from gpu_memory import ROOT, calibrate, gpu_class, gpu_facts, summarize, write_calibration
 
 # `run` below is gpu_run.Run: its args, data, steps, work/root/out folders and clock.
@@ -60,6 +62,7 @@ def build_record(run: Run) -> dict[str, Any]:
         record["dry_run"] = DRY_NOTE
         record["summary"] = summarize(record["levels"], allow_rss=True)
     checks = memory_checks(record["summary"], "dry run: no GPU memory to compare" if run.dry else None)
+    checks += plan_cap_checks(record["levels"], "dry run: the CPU has no allocator cap" if run.dry else None)
     checks.append(monitor_check(record["monitor"]) if record["monitor"] else
                   {"check": "monitor peak within 2% of NVML's per-process figure", "status": "n/a",
                    "detail": "the watched level did not run"})
@@ -87,7 +90,9 @@ def write_outputs(run: Run, record: dict[str, Any]) -> dict[str, Path]:
         shutil.copyfile(ROOT / "README.md", root / "README.md")
         shutil.copyfile(ROOT / CALIBRATION_PATH, root / CALIBRATION_PATH)
     gpu = record["machine"].get("gpu") or run.device
-    path = measurements / f"{_slug(gpu)}-{record['date'][:10]}.json"
+    # A second try that left steps out must not overwrite the first try's record of the same day.
+    partial = "".join(f"-without-{step.replace('_', '-')}" for step in run.args.skip_steps)
+    path = measurements / f"{_slug(gpu)}-{record['date'][:10]}{partial}.json"
     path.write_text(json.dumps(record, indent=2) + "\n")
     files = {"record": path}
     context = record["calibration"].get("cuda_context_bytes")
@@ -105,18 +110,23 @@ def write_outputs(run: Run, record: dict[str, Any]) -> dict[str, Path]:
     return files
 
 
-def verify_files(files: dict[str, Path], record: dict[str, Any], dry: bool) -> list[str]:
+def verify_files(files: dict[str, Path], record: dict[str, Any], skipped: list[str] = ()) -> list[str]:
     """Each file as a reader will find it; one line per problem."""
     from memory_table import END, START
 
     problems = []
     gpu = record["machine"].get("gpu")
     saved = json.loads(files["record"].read_text())
-    for key in ("machine", "command", "levels", "summary", "checks", "verdict", "serve", "monitor", "steps"):
-        if saved.get(key) is None:
+    keys = ["machine", "command", "checks", "verdict", "steps"]
+    keys += [] if "serve" in skipped else ["serve"]
+    keys += [] if "memory_table" in skipped else ["levels", "summary", "monitor"]
+    for key in keys:
+        if not saved.get(key):
             problems.append(f"{files['record'].name}: no {key}")
     if not gpu:
         return problems + ["no GPU named: the README table and calibration were not written"]
+    if "memory_table" in skipped:
+        return problems  # no level measured: no table, chart or calibration to check
     if "calibration" not in files:
         problems.append("calibration.json not written (no CUDA context measured)")
     else:

@@ -33,6 +33,8 @@ def latest_measurements(folder: Path) -> list[tuple[Path, dict[str, Any]]]:
             continue
         if record.get("benchmark") not in ("gpu_memory", "make_gpu") or not record.get("machine", {}).get("gpu"):
             continue
+        if not any(row.get("measured_bytes") for row in record.get("summary", [])):
+            continue  # e.g. `make gpu --skip memory_table`: no level measured, nothing for this table
         gpu = record["machine"]["gpu"]
         if gpu not in newest or record["date"] > newest[gpu][1]["date"]:
             newest[gpu] = (path, record)
@@ -98,9 +100,8 @@ def _serve_lines(serve: dict[str, Any]) -> list[str]:
 def render_section(measurements: list[tuple[Path, dict[str, Any]]]) -> str:
     if not measurements:
         return ("No GPU measurement has landed yet, so this README quotes no memory figure. "
-                "`python benchmarks/gpu_memory.py` on a CUDA GPU writes one to docs/measurements/ and "
-                "`python scripts/memory_table.py` puts it here, beside the guide's claims "
-                "(none 100%, basic 60–80%, aggressive 30–50%, extreme 20–30%).")
+                "`make gpu` on one H100/H200 (docs/gpu-run.md) writes one to docs/measurements/ and puts it "
+                "here, beside the guide's claims (none 100%, basic 60–80%, aggressive 30–50%, extreme 20–30%).")
     return "\n\n".join(render_table(path, record) for path, record in measurements)
 
 

@@ -11,7 +11,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from gpu_checks import memory_checks, monitor_check, oom_checks, throughput_checks, verdict  # noqa: E402
+from gpu_checks import (  # noqa: E402
+    memory_checks, monitor_check, oom_checks, plan_cap_checks, throughput_checks, verdict,
+)
 
 GIB = 2**30
 
@@ -117,3 +119,11 @@ def test_the_oom_cap_leaves_room_for_weights_kv_and_a_share_of_one_request(tmp_p
     assert per_request == (8 * GIB - 8 * 8192 * 12 * 1024) // 8
     assert oom_cap(spec, plan, hw.total_bytes, per_request)["activation_from"] == "measured"
     assert measured_activation_bytes(path, "extreme", spec) is None and measured_activation_bytes(None, "basic", spec) is None
+
+
+def test_an_oom_under_the_plans_own_cap_fails_its_level() -> None:
+    levels = [{"level": "basic", "measured": {"oom_events": {"split": 0.0, "shrink": 0.0, "rejected": 0.0}, "oom": None}},
+              {"level": "extreme", "measured": {"oom_events": {"split": 2.0}, "oom": None}},
+              {"level": "none", "error": "timed out after 100 s"}]
+    assert [c["status"] for c in plan_cap_checks(levels)] == ["pass", "fail", "n/a"]
+    assert {c["status"] for c in plan_cap_checks(levels, "dry run")} == {"n/a"}
