@@ -104,18 +104,22 @@ class Run:
               + (f" — {row['detail']}" if row.get("detail") else ""), flush=True)
         return row["status"] == "ok"
 
-    def sub(self, cmd: list[str], timeout: float, log: str) -> subprocess.CompletedProcess:
+    def sub(self, cmd: list[str], timeout: float, log: str) -> None:
         """A child process with its output in the work folder; its last lines raise on failure."""
+        from gpu_procs import kill_tree
+
         path = self.work / log
         with open(path, "w") as out:
+            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, text=True)
             try:
-                done = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, timeout=timeout, text=True)
+                code = proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired as exc:
+                kill_tree(proc.pid)  # the step's servers and workers too, wherever they sit
+                proc.wait()
                 raise RuntimeError(f"timed out after {timeout:.0f} s ({log})") from exc
-        if done.returncode != 0:
+        if code != 0:
             tail = " | ".join(path.read_text(errors="replace").strip().splitlines()[-3:])
-            raise RuntimeError(f"exit {done.returncode}: {tail}")
-        return done
+            raise RuntimeError(f"exit {code}: {tail}")
 
 
 # ----------------------------------------------------------------------------- the steps
@@ -196,11 +200,13 @@ def start_build(run: Run) -> subprocess.Popen:
 
 
 def build_model(run: Run, timeout: float) -> str:
+    from gpu_procs import kill_tree
+
     proc: subprocess.Popen = run.data.pop("build")
     try:
         code = proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired as exc:
-        proc.kill()
+        kill_tree(proc.pid)
         raise RuntimeError(f"timed out after {timeout:.0f} s more") from exc
     if code != 0:
         tail = " | ".join((run.work / "build_model.log").read_text(errors="replace").strip().splitlines()[-3:])
@@ -318,7 +324,6 @@ def main(argv: Optional[list[str]] = None) -> int:
     run.data["build"] = start_build(run)
     for step in STEPS:
         if step.name == "build_model" and run.steps[-1]["status"] != "ok":
-            run.data.pop("build").kill()
             break  # nothing runs without the imports the preflight checked
         if step.name in ("memory_table", "serve") and ("model_dir" not in run.data or step.name in args.skip_steps):
             continue
@@ -328,6 +333,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     from gpu_record import print_summary
 
     print_summary(run)
+    from gpu_procs import kill_tree
+
+    kill_tree(os.getpid())  # nothing of this run outlives it (a killed build, a stray server)
     shutil.rmtree(run.work, ignore_errors=True)
     broken = any(s["status"] == "error" for s in run.steps)
     verdict = (run.data.get("record") or {}).get("verdict")

@@ -30,7 +30,7 @@ from typing import Any, Optional
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from gpu_watch import cli  # noqa: E402
+from gpu_procs import cli, kill_tree  # noqa: E402
 
 LAYOUT_SIDE = 1036
 # Shares of the engine's pixel cap: the first fail and shrink in vain (503), the middle ones
@@ -130,7 +130,7 @@ class Server:
         self.log = log
         self._log = open(log, "w")
         self.proc = subprocess.Popen(cli(*self.command[1:]), stdout=self._log, stderr=subprocess.STDOUT,
-                                     start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
         self.started = time.perf_counter()
 
     def wait_healthy(self, timeout_s: float) -> float:
@@ -173,11 +173,11 @@ class Server:
 
     def stop(self) -> Optional[int]:
         if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGINT)
+            self.proc.send_signal(signal.SIGINT)  # uvicorn's own shutdown: the batcher answers what is queued
             try:
                 self.proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
+                kill_tree(self.proc.pid)
                 self.proc.wait()
         self._log.close()
         return self.proc.returncode
@@ -261,7 +261,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         if args.dry:  # no allocator cap on the CPU: the same server takes the OOM burst
             result["oom"] = {"cap": None, "note": "CPU rehearsal: no allocator cap, so nothing runs out of memory",
                              "server": result["throughput_server"],
-                             **oom_path(server, 256 * 28 * 28, 2)}
+                             **oom_path(server, int((LAYOUT_SIDE * args.crop_scale) ** 2), 2)}
     finally:
         server.stop()
     if not args.dry:

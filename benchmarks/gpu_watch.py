@@ -9,22 +9,17 @@ taken then, so it sees the process at its plateau. Everything runs through the p
 from __future__ import annotations
 
 import json
-import os
 import queue
-import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any, Optional
 
+from gpu_procs import cli, kill_tree
+
 READY_PATTERN = "^LOADED"
 PHASE_MARKER = "^FIRST_BATCH_DONE"
-
-
-def cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "mineru_fit", *args]
 
 
 def snapshot(pid: int, gpu_index: Optional[int], timeout_s: float = 60.0) -> dict[str, Any]:
@@ -70,8 +65,7 @@ def run_watched(worker: list[str], folder: Path, *, gpu_index: Optional[int] = 0
     taken: dict[str, Any] = {}
     out_lines: list[str] = []
     with open(err_path, "w") as err:
-        # A session of its own: on a timeout the watch and the worker under it go together.
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, start_new_session=True)
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True)
         lines: "queue.Queue[Optional[str]]" = queue.Queue()
         threading.Thread(target=_pump, args=(proc.stdout, lines), daemon=True).start()
         code: Optional[int] = None
@@ -84,7 +78,7 @@ def run_watched(worker: list[str], folder: Path, *, gpu_index: Optional[int] = 0
                 code = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
                 break
             if time.monotonic() > deadline:
-                os.killpg(proc.pid, signal.SIGKILL)
+                kill_tree(proc.pid)  # the watch and the worker under it
                 proc.wait()
                 break
             out_lines.append(line)
