@@ -129,7 +129,9 @@ def render_chart(measurements: list[tuple[Path, dict[str, Any]]], out: Path) -> 
     import matplotlib.pyplot as plt
 
     path, record = measurements[0]
-    levels = [r for r in record["levels"] if "plan" in r]
+    order = list(GUIDE_CLAIMS)
+    levels = sorted((r for r in record["levels"] if "plan" in r),
+                    key=lambda r: order.index(r["level"]) if r["level"] in order else len(order))
     fig, ax = plt.subplots(figsize=(8, 4.5))
     x = range(len(levels))
     bottoms = [0.0] * len(levels)
