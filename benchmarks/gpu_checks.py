@@ -30,13 +30,18 @@ def memory_checks(summary: list[dict[str, Any]], na_reason: Optional[str] = None
     """Error and under-prediction per level, and the floor; n/a with a reason where nothing was measured."""
     checks = []
     for row in summary:
-        level, err = row["level"], row.get("error_pct")
+        level = row["level"]
+        # The planner as this run leaves it: with this GPU class's measured CUDA context in calibration.json.
+        err = row.get("error_calibrated_pct", row.get("error_pct"))
         why = na_reason or row.get("error") or "no NVML peak measured"
         if na_reason is not None or err is None:
             checks.append(_check(f"{level}: planner error within {ERROR_PCT:g}%", None, why))
             checks.append(_check(f"{level}: under-prediction at most {UNDER_PCT:g}%", None, why))
             continue
-        detail = f"predicted {_gib(row['predicted_bytes'])}, measured {_gib(row['measured_bytes'])}: {err:+.2f}%"
+        detail = f"predicted {_gib(row['predicted_bytes'])}, measured {_gib(row['measured_bytes'])}: {row['error_pct']:+.2f}%"
+        if "error_calibrated_pct" in row:
+            detail += (f"; with the measured CUDA context {_gib(row['predicted_calibrated_bytes'])}: "
+                       f"{row['error_calibrated_pct']:+.2f}% (judged)")
         checks.append(_check(f"{level}: planner error within {ERROR_PCT:g}%", abs(err) <= ERROR_PCT, detail))
         checks.append(_check(f"{level}: under-prediction at most {UNDER_PCT:g}%", err >= -UNDER_PCT, detail))
     floor = next((r for r in summary if r["level"] == "extreme"), None)

@@ -236,8 +236,11 @@ def measured_peak(result: dict[str, Any], allow_rss: bool = False) -> Optional[i
     return measured.get("rss_peak_bytes") if allow_rss else None
 
 
-def summarize(results: list[dict[str, Any]], allow_rss: bool = False) -> list[dict[str, Any]]:
-    """Per level: predicted vs measured peak, the error, and the floor check."""
+def summarize(results: list[dict[str, Any]], allow_rss: bool = False,
+              context_bytes: Optional[int] = None) -> list[dict[str, Any]]:
+    """Per level: predicted vs measured peak, the error, and the floor check. With this GPU's
+    measured CUDA context, also the prediction the planner makes once that is calibrated: the
+    runtime term (the context estimate it used) swapped for the measured one."""
     rows = []
     for r in results:
         measured = measured_peak(r, allow_rss)
@@ -247,6 +250,11 @@ def summarize(results: list[dict[str, Any]], allow_rss: bool = False) -> list[di
         if measured and predicted:
             row["error_pct"] = round(100 * (predicted - measured) / measured, 2)
             row["under_predicted"] = predicted < measured
+            runtime = ((r.get("plan") or {}).get("terms") or {}).get("runtime")
+            if context_bytes and runtime is not None:
+                calibrated = predicted - runtime + context_bytes
+                row["predicted_calibrated_bytes"] = calibrated
+                row["error_calibrated_pct"] = round(100 * (calibrated - measured) / measured, 2)
         floor = r.get("floor")
         if floor and measured:
             row["floor_bytes"] = floor["total_bytes"]
@@ -383,7 +391,7 @@ def main() -> None:
                      "eos": "ignored", "driven_through": "EngineState.admit + its batcher, as the server does"},
         "build_model_s": build_s,
         "levels": results,
-        "summary": summarize(results),
+        "summary": summarize(results, context_bytes=calibrate(results)["cuda_context_bytes"]),
         "calibration": calibrate(results),
         "wall_s": round(time.perf_counter() - started, 1),
     }

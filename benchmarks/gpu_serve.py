@@ -72,16 +72,24 @@ def mixed_workload(n: int, max_tokens: int, crop_scale: float = 1.0) -> list[dic
     return out
 
 
+def loopback() -> Any:
+    """An HTTP client for the server on this machine: never through a proxy from the environment."""
+    import httpx
+
+    return httpx.Client(trust_env=False)
+
+
 def send_all(base: str, bodies: list[dict[str, Any]], concurrency: int, timeout_s: float = 600) -> dict[str, Any]:
     """Send every body with `concurrency` in flight; what came back, and how fast."""
     import httpx
 
+    client = loopback()
     results: list[dict[str, Any]] = []
 
     def one(payload: dict[str, Any]) -> dict[str, Any]:
         start = time.perf_counter()
         try:
-            reply = httpx.post(f"{base}/v1/chat/completions", json=payload, timeout=timeout_s)
+            reply = client.post(f"{base}/v1/chat/completions", json=payload, timeout=timeout_s)
         except httpx.HTTPError as exc:
             return {"status": None, "error": f"{type(exc).__name__}: {exc}", "s": time.perf_counter() - start}
         out: dict[str, Any] = {"status": reply.status_code, "s": time.perf_counter() - start}
@@ -92,7 +100,7 @@ def send_all(base: str, bodies: list[dict[str, Any]], concurrency: int, timeout_
         return out
 
     start = time.perf_counter()
-    with ThreadPoolExecutor(concurrency) as pool:
+    with client, ThreadPoolExecutor(concurrency) as pool:
         results = list(pool.map(one, bodies))
     wall = time.perf_counter() - start
     ok = [r for r in results if r["status"] == 200]
@@ -141,19 +149,21 @@ class Server:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"the server exited with {self.proc.returncode}: {self.tail()}")
             try:
-                if httpx.get(f"{self.base}/health", timeout=2).status_code == 200:
-                    return round(time.perf_counter() - self.started, 2)
+                with loopback() as client:
+                    if client.get(f"{self.base}/health", timeout=2).status_code == 200:
+                        return round(time.perf_counter() - self.started, 2)
             except httpx.HTTPError:
                 pass
             time.sleep(0.2)
         raise RuntimeError(f"no /health within {timeout_s:g} s: {self.tail()}")
 
     def metrics(self) -> dict[str, float]:
-        import httpx
         from prometheus_client.parser import text_string_to_metric_families
 
+        with loopback() as client:
+            text = client.get(f"{self.base}/metrics", timeout=10).text
         values: dict[str, float] = {}
-        for family in text_string_to_metric_families(httpx.get(f"{self.base}/metrics", timeout=10).text):
+        for family in text_string_to_metric_families(text):
             for s in family.samples:
                 label = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()) if k not in ("level", "model"))
                 values[f"{s.name}{{{label}}}" if label else s.name] = s.value
@@ -163,7 +173,8 @@ class Server:
         import httpx
 
         try:
-            return httpx.get(f"{self.base}/health", timeout=5).status_code == 200
+            with loopback() as client:
+                return client.get(f"{self.base}/health", timeout=5).status_code == 200
         except httpx.HTTPError:
             return False
 

@@ -69,6 +69,11 @@ def render_table(path: Path, record: dict[str, Any]) -> str:
             f"| {level} | {_gib(row.get('predicted_bytes'))} | {_gib(measured)} | {err} | {share} | {claim} | "
             f"{m.get('pages_per_s') or '—'} | {m.get('tokens_per_s') or '—'} |"
         )
+    calibrated = [r for r in record["summary"] if r.get("error_calibrated_pct") is not None]
+    if calibrated:
+        lines += ["", "With this GPU's measured CUDA context (now in the planner's calibration.json) the planner "
+                      "predicts " + "; ".join(f"{r['level']} {_gib(r['predicted_calibrated_bytes'])} "
+                                              f"({r['error_calibrated_pct']:+.1f}%)" for r in calibrated) + "."]
     lines += _serve_lines(record.get("serve") or {})
     floor = next((r for r in record["summary"] if "peak_over_floor" in r), None)
     if floor:

@@ -127,3 +127,26 @@ def test_an_oom_under_the_plans_own_cap_fails_its_level() -> None:
               {"level": "none", "error": "timed out after 100 s"}]
     assert [c["status"] for c in plan_cap_checks(levels)] == ["pass", "fail", "n/a"]
     assert {c["status"] for c in plan_cap_checks(levels, "dry run")} == {"n/a"}
+
+
+def test_the_error_is_judged_with_the_measured_cuda_context_once_there_is_one() -> None:
+    row = _row("basic", 9.4, 10.0)  # 6% under as planned with the estimated context ...
+    row.update(predicted_calibrated_bytes=int(9.8 * GIB), error_calibrated_pct=-2.0)  # ... 2% with the measured one
+    [error, under] = memory_checks([row])[:2]
+    assert error["status"] == under["status"] == "pass"
+    assert "-6.00%" in error["detail"] and "-2.00% (judged)" in error["detail"]
+
+
+def test_summary_swaps_the_estimated_context_for_the_measured_one() -> None:
+    from gpu_memory import summarize
+
+    mib = 2**20
+    result = {"level": "extreme", "predicted_peak_bytes": 3000 * mib, "plan": {"terms": {"runtime": 300 * mib}},
+              "measured": {"nvml_peak_bytes": 3100 * mib}, "floor": {"total_bytes": 2800 * mib}}
+    [row] = summarize([result], context_bytes=450 * mib)
+    assert row["error_pct"] == pytest.approx(-3.23, abs=0.01) and row["under_predicted"] is True
+    assert row["predicted_calibrated_bytes"] == 3150 * mib
+    assert row["error_calibrated_pct"] == pytest.approx(1.61, abs=0.01)
+    assert row["peak_over_floor"] == pytest.approx(1.107, abs=0.001)
+    [plain] = summarize([result])  # no context measured (a CPU run): nothing calibrated is claimed
+    assert "error_calibrated_pct" not in plain
