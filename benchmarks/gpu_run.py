@@ -247,8 +247,11 @@ def serve(run: Run, timeout: float) -> str:
         cmd += ["--measurement", str(run.data["table_path"])]
     if run.dry:
         cmd += ["--dry", "--concurrency", "1,2,4", "--max-tokens", "4", "--crop-scale", "0.25"]
-    run.sub(cmd, timeout, "serve.log")
-    run.data["serve"] = json.loads(out.read_text())
+    try:
+        run.sub(cmd, timeout, "serve.log")
+    finally:  # it saves after each phase: a step cut short still brings what it measured
+        if out.is_file():
+            run.data["serve"] = json.loads(out.read_text())
     rows = [r for r in run.data["serve"]["throughput"] if "tokens_per_s" in r]
     return ", ".join(f"c={r['concurrency']} {r['tokens_per_s']} tok/s" for r in rows)
 

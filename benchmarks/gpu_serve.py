@@ -38,6 +38,8 @@ LAYOUT_SIDE = 1036
 OOM_LADDER = (1.0, 1.0, 0.7, 0.5, 0.35, 0.25, 0.18, 0.125, 0.09, 0.09, 0.06, 0.06, 0.04, 0.04, 0.03, 0.03)
 # The cap leaves room for one request's KV plus this share of one full-size request's activations.
 OOM_ACTIVATION_SHARE = 0.3
+# The capped server's start plus the burst and recovery on one H200 (an estimate).
+OOM_MIN_S = 45.0
 
 
 # ----------------------------------------------------------------------------- requests
@@ -196,15 +198,21 @@ class Server:
 
 # ----------------------------------------------------------------------------- the steps
 
+def left(deadline: float) -> float:
+    """Seconds to the step's deadline, as a request timeout (a few at least)."""
+    return max(5.0, deadline - time.monotonic())
+
+
 def throughput(server: Server, concurrencies: list[int], max_tokens: int, crop_scale: float,
                deadline: float, min_requests: int = 8) -> list[dict[str, Any]]:
-    send_all(server.base, mixed_workload(2, 2, crop_scale), 2)  # warm-up: kernels, allocator, caches
+    send_all(server.base, mixed_workload(2, 2, crop_scale), 2, left(deadline))  # warm-up: kernels, allocator
     rows = []
     for c in concurrencies:
         if time.monotonic() > deadline:
             rows.append({"concurrency": c, "skipped": "time box reached"})
             continue
-        rows.append(send_all(server.base, mixed_workload(max(min_requests, 2 * c), max_tokens, crop_scale), c))
+        bodies = mixed_workload(max(min_requests, 2 * c), max_tokens, crop_scale)
+        rows.append(send_all(server.base, bodies, c, left(deadline)))
     return rows
 
 
@@ -221,17 +229,18 @@ def oom_cap(spec: Any, plan: Any, total_bytes: int, measured_activation: Optiona
             "activation_from": "measured" if measured_activation else "planner", "share": OOM_ACTIVATION_SHARE}
 
 
-def oom_path(server: Server, max_pixels: int, max_tokens: int) -> dict[str, Any]:
-    """The ladder in one burst, then ordinary requests: who got what, and the engine's counters."""
+def oom_path(server: Server, max_pixels: int, max_tokens: int, deadline: float) -> dict[str, Any]:
+    """The ladder in one burst, then ordinary requests: who got what, and the engine's counters.
+    A request still unanswered at the deadline counts as unanswered (status None)."""
     before = server.metrics()
-    warm = send_all(server.base, mixed_workload(1, 2, 0.2), 1)
+    warm = send_all(server.base, mixed_workload(1, 2, 0.2), 1, left(deadline))
     ladder = []
     for i, share in enumerate(OOM_LADDER):
         side = max(28, int((share * max_pixels) ** 0.5))
         ladder.append(body(page_image(side, side, 100 + i), "\nText Recognition:", max_tokens))
-    burst = send_all(server.base, ladder, len(ladder))
+    burst = send_all(server.base, ladder, len(ladder), left(deadline))
     after_burst = server.metrics()
-    recovery = send_all(server.base, mixed_workload(8, max_tokens, 0.3), 8)
+    recovery = send_all(server.base, mixed_workload(8, max_tokens, 0.3), 8, left(deadline))
     after = server.metrics()
 
     def delta(name: str) -> float:
@@ -265,19 +274,21 @@ def main(argv: Optional[list[str]] = None) -> int:
         "EOS ignored, fixed output length")}
     server = Server(["--level", args.level, "--model", str(args.model_dir), "--concurrency", str(max(concurrencies))],
                     logs / "serve-throughput.log")
+    save = lambda: args.out.write_text(json.dumps(result, indent=2) + "\n")  # noqa: E731 (after each phase)
     try:
-        result["throughput_server"] = {"command": server.command, "ready_s": server.wait_healthy(args.budget_s)}
+        result["throughput_server"] = {"command": server.command, "ready_s": server.wait_healthy(left(deadline))}
         result["throughput"] = throughput(server, concurrencies, args.max_tokens, args.crop_scale, deadline,
                                           min_requests=2 if args.dry else 8)
+        save()
         if args.dry:  # no allocator cap on the CPU: the same server takes the OOM burst
             result["oom"] = {"cap": None, "note": "CPU rehearsal: no allocator cap, so nothing runs out of memory",
                              "server": result["throughput_server"],
-                             **oom_path(server, int((LAYOUT_SIDE * args.crop_scale) ** 2), 2)}
+                             **oom_path(server, int((LAYOUT_SIDE * args.crop_scale) ** 2), 2, deadline)}
     finally:
         server.stop()
     if not args.dry:
         result["oom"] = run_oom(args, deadline)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    save()
     for row in result["throughput"]:
         if "skipped" in row:
             print(f"concurrency {row['concurrency']:3d}: skipped ({row['skipped']})")
@@ -294,8 +305,8 @@ def run_oom(args: argparse.Namespace, deadline: float) -> dict[str, Any]:
     from mineru_fit.planner import PlanRequest, make_report
     from mineru_fit.settings import load_settings
 
-    if time.monotonic() > deadline:
-        return {"skipped": "time box reached"}
+    if deadline - time.monotonic() < OOM_MIN_S:
+        return {"skipped": f"time box reached (under {OOM_MIN_S:g} s left for a server start and the burst)"}
     spec = spec_from_dir(args.model_dir)
     hw = resolve_hardware(load_settings(), gpu_index=0)
     plan = make_report(spec, hw, PlanRequest(engine="builtin", level=args.level, concurrency=8)).plan
@@ -306,9 +317,9 @@ def run_oom(args: argparse.Namespace, deadline: float) -> dict[str, Any]:
                      "--max-batch-size", "8", "--mem-fraction-static", f"{cap['fraction']:.6f}"],
                     args.out.parent / "serve-oom.log")
     try:
-        ready = server.wait_healthy(max(30.0, deadline - time.monotonic()))
+        ready = server.wait_healthy(left(deadline))
         return {"cap": cap, "server": {"command": server.command, "ready_s": ready},
-                **oom_path(server, plan.max_image_pixels, 16)}
+                **oom_path(server, plan.max_image_pixels, 16, deadline)}
     except RuntimeError as exc:
         return {"cap": cap, "error": str(exc)}
     finally:
