@@ -196,8 +196,8 @@ def preflight(run: Run, timeout: float) -> str:
 def start_build(run: Run) -> subprocess.Popen:
     """The model is built while the preflight runs: neither needs the other until the table."""
     cmd = [sys.executable, str(ROOT / "benchmarks" / "realsize.py"), str(run.work / "model"), "--device", run.device]
-    log = open(run.work / "build_model.log", "w")
-    return subprocess.Popen(cmd + (["--tiny"] if run.dry else []), stdout=log, stderr=subprocess.STDOUT)
+    with open(run.work / "build_model.log", "w") as log:  # the child keeps its own copy of the handle
+        return subprocess.Popen(cmd + (["--tiny"] if run.dry else []), stdout=log, stderr=subprocess.STDOUT)
 
 
 def build_model(run: Run, timeout: float) -> str:
