@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 BIN := $(VENV)/bin
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench clean gpu gpu-wheels
 
 # The base install: no torch. Planning and the doctor must work with only this.
 $(VENV)/.base-installed: pyproject.toml
@@ -43,6 +43,21 @@ test: $(VENV)/.dev-installed
 bench: $(VENV)/.dev-installed
 	$(PY) benchmarks/plan_speed.py
 	@if [ -d ../shared/eval ]; then $(PY) benchmarks/flash_overhead.py; else echo "flash_overhead: no ../shared/eval PDFs (pass a folder: $(PY) benchmarks/flash_overhead.py DIR)"; fi
+
+# Every GPU figure still owed, unattended on one H100/H200 in under 8 minutes (docs/gpu-run.md).
+# There it runs under the machine's own python3 (torch with CUDA; no network), with the wheels
+# `make gpu-wheels` put in .whl/; copies of what it writes go to GPU_OUT (the device tool's $OUT).
+# GPU_DRY=1: every step at tiny size on the CPU, into GPU_OUT only (a test runs it).
+# GPU_ARGS: more flags for benchmarks/gpu_run.py (e.g. --skip memory_table for a second try).
+GPU_OUT ?= $(or $(OUT),$(if $(GPU_DRY),out/gpu-dry,out/gpu))
+GPU_PYTHON ?= $(if $(GPU_DRY),$(PY),python3)
+GPU_DEPS ?= $(if $(GPU_DRY),$(VENV)/.dev-installed)
+gpu: $(GPU_DEPS)
+	$(GPU_PYTHON) benchmarks/gpu_run.py --out-dir $(GPU_OUT) $(if $(GPU_DRY),--dry,--wheels .whl) $(GPU_ARGS)
+
+# The wheels the GPU machine lacks (pydantic, FastAPI, uvicorn, bitsandbytes' CUDA 13 build), into .whl/.
+gpu-wheels: $(VENV)/.dev-installed
+	$(PY) scripts/gpu_wheelhouse.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -6,6 +6,7 @@ ids) and random bf16 weights in model.safetensors. Output is noise; memory and s
 real model's.
 
     python benchmarks/realsize.py OUT_DIR [--device cuda]
+    python benchmarks/realsize.py OUT_DIR --tiny     # the tests' tiny Qwen2-VL instead (CPU rehearsals)
 """
 
 from __future__ import annotations
@@ -71,9 +72,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path)
     parser.add_argument("--device", default="cuda")
+    parser.add_argument("--tiny", action="store_true", help="the tests' tiny random Qwen2-VL (seconds, on the CPU)")
     args = parser.parse_args()
     start = time.perf_counter()
-    build_realsize(args.out, device=args.device)
+    if args.tiny:
+        from fixtures.tiny_qwen2vl import build_tiny_qwen2vl
+
+        # 64-wide vision layers: bitsandbytes' CPU 4-bit kernel needs whole 64-weight blocks.
+        build_tiny_qwen2vl(args.out, vision={"embed_dim": 64})
+    else:
+        build_realsize(args.out, device=args.device)
     size = sum(p.stat().st_size for p in args.out.glob("*.safetensors"))
     print(f"wrote {args.out} ({size / 2**30:.2f} GiB of weights) in {time.perf_counter() - start:.1f} s")
 

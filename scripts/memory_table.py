@@ -31,8 +31,10 @@ def latest_measurements(folder: Path) -> list[tuple[Path, dict[str, Any]]]:
             record = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
-        if record.get("benchmark") != "gpu_memory" or not record.get("machine", {}).get("gpu"):
+        if record.get("benchmark") not in ("gpu_memory", "make_gpu") or not record.get("machine", {}).get("gpu"):
             continue
+        if not any(row.get("measured_bytes") for row in record.get("summary", [])):
+            continue  # e.g. `make gpu --skip memory_table`: no level measured, nothing for this table
         gpu = record["machine"]["gpu"]
         if gpu not in newest or record["date"] > newest[gpu][1]["date"]:
             newest[gpu] = (path, record)
@@ -67,6 +69,12 @@ def render_table(path: Path, record: dict[str, Any]) -> str:
             f"| {level} | {_gib(row.get('predicted_bytes'))} | {_gib(measured)} | {err} | {share} | {claim} | "
             f"{m.get('pages_per_s') or '—'} | {m.get('tokens_per_s') or '—'} |"
         )
+    calibrated = [r for r in record["summary"] if r.get("error_calibrated_pct") is not None]
+    if calibrated:
+        lines += ["", "With this GPU's measured CUDA context (now in the planner's calibration.json) the planner "
+                      "predicts " + "; ".join(f"{r['level']} {_gib(r['predicted_calibrated_bytes'])} "
+                                              f"({r['error_calibrated_pct']:+.1f}%)" for r in calibrated) + "."]
+    lines += _serve_lines(record.get("serve") or {})
     floor = next((r for r in record["summary"] if "peak_over_floor" in r), None)
     if floor:
         lines.append("")
@@ -76,12 +84,29 @@ def render_table(path: Path, record: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _serve_lines(serve: dict[str, Any]) -> list[str]:
+    """`make gpu`'s server figures under the table: throughput and the out-of-memory burst."""
+    lines = []
+    rows = [r for r in serve.get("throughput") or [] if "tokens_per_s" in r]
+    if rows:
+        lines += ["", f"Built-in engine server at level {serve.get('level')}, {serve.get('max_tokens')} tokens per "
+                      "request: " + "; ".join(f"concurrency {r['concurrency']}: {r['requests_per_s']} requests/s, "
+                                              f"{r['tokens_per_s']} tokens/s" for r in rows) + "."]
+    oom = serve.get("oom") or {}
+    if oom.get("burst") and oom.get("cap"):
+        events = oom["oom_events"]
+        lines += ["", f"Under an allocator cap of {_gib(oom['cap']['cap_bytes'])} (below the need): "
+                      f"{oom['burst']['requests']} requests in one burst, answered {oom['burst']['statuses']}; "
+                      f"{events.get('split', 0):g} batch splits, {events.get('shrink', 0):g} image shrinks, "
+                      f"{events.get('rejected', 0):g} answered 503; then {oom['recovery']['statuses']}."]
+    return lines
+
+
 def render_section(measurements: list[tuple[Path, dict[str, Any]]]) -> str:
     if not measurements:
         return ("No GPU measurement has landed yet, so this README quotes no memory figure. "
-                "`python benchmarks/gpu_memory.py` on a CUDA GPU writes one to docs/measurements/ and "
-                "`python scripts/memory_table.py` puts it here, beside the guide's claims "
-                "(none 100%, basic 60–80%, aggressive 30–50%, extreme 20–30%).")
+                "`make gpu` on one H100/H200 (docs/gpu-run.md) writes one to docs/measurements/ and puts it "
+                "here, beside the guide's claims (none 100%, basic 60–80%, aggressive 30–50%, extreme 20–30%).")
     return "\n\n".join(render_table(path, record) for path, record in measurements)
 
 
@@ -109,7 +134,9 @@ def render_chart(measurements: list[tuple[Path, dict[str, Any]]], out: Path) -> 
     import matplotlib.pyplot as plt
 
     path, record = measurements[0]
-    levels = [r for r in record["levels"] if "plan" in r]
+    order = list(GUIDE_CLAIMS)
+    levels = sorted((r for r in record["levels"] if "plan" in r),
+                    key=lambda r: order.index(r["level"]) if r["level"] in order else len(order))
     fig, ax = plt.subplots(figsize=(8, 4.5))
     x = range(len(levels))
     bottoms = [0.0] * len(levels)
