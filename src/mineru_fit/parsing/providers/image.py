@@ -6,16 +6,23 @@ import math
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
-
 from mineru_fit.errors import InputDocumentError
 from mineru_fit.parsing.providers.pdf import MAX_RENDER_PIXELS
 
 # The built-in engine's own input limit (16384²): a larger image is refused, not decoded.
 MAX_INPUT_PIXELS = 16384 * 16384
-# PIL's bomb guard raises at open() without saying how large the image is; this module
-# checks every size itself before decoding (the engine's images.py does the same).
-Image.MAX_IMAGE_PIXELS = None
+
+
+def _pil() -> Any:
+    """PIL, imported on first use: the base install (plan, doctor, --help) has no pillow."""
+    try:
+        from PIL import Image
+    except ImportError as exc:
+        raise InputDocumentError("reading images needs pillow — pip install 'mineru-fit[flash]'") from exc
+    # PIL's bomb guard raises at open() without saying how large the image is; this module
+    # checks every size itself before decoding (the engine's images.py does the same).
+    Image.MAX_IMAGE_PIXELS = None
+    return Image
 
 
 class ImageDocument:
@@ -27,6 +34,7 @@ class ImageDocument:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        Image = _pil()
         try:
             with Image.open(path) as image:
                 self.size = image.size
@@ -55,6 +63,7 @@ class ImageDocument:
         return "image_only"
 
     def render(self, index: int, dpi: int) -> Any:
+        Image = _pil()
         try:
             with Image.open(self.path) as image:
                 image.load()
