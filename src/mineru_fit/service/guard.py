@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException
 from mineru_fit.errors import RequestRefusedError
 from mineru_fit.units import mib
 
-UPLOAD_PATHS = ("/file_parse", "/tasks")
+UPLOAD_PATHS = ("/file_parse", "/tasks", "/v1/file_parse", "/v1/tasks")
 OPEN_PATHS = ("/health", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json")
 FORM_OVERHEAD_BYTES = 1024 * 1024   # multipart boundaries and the form's small fields
 
@@ -52,17 +52,17 @@ class Guard:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         if self.token and is_protected(path, self.open_prefixes) and not token_matches(headers.get("authorization"), self.token):
             await _answer(send, 401, "a bearer token is required: send `Authorization: Bearer <token>` "
-                                     "(the service's MINERU_FIT_API_TOKEN)", {"www-authenticate": "Bearer"})
+                                     "(the service's MINERU_FIT_API_TOKEN)", {"www-authenticate": "Bearer"}, path)
             return
         if scope.get("method") == "POST" and path in UPLOAD_PATHS:
             try:
                 self.capacity()
             except RequestRefusedError as exc:
-                await _answer(send, exc.status, str(exc), {"retry-after": str(exc.retry_after_s or 5)})
+                await _answer(send, exc.status, str(exc), {"retry-after": str(exc.retry_after_s or 5)}, path)
                 return
             length = headers.get("content-length", "")
             if length.isdigit() and int(length) > self.max_body_bytes:
-                await _answer(send, 413, _too_large(self.max_body_bytes), {"connection": "close"})
+                await _answer(send, 413, _too_large(self.max_body_bytes), {"connection": "close"}, path)
                 return
             receive = _limited(receive, self.max_body_bytes)
         await self.app(scope, receive, send)
@@ -90,8 +90,17 @@ def _limited(receive: Any, limit: int) -> Any:
     return wrapped
 
 
-async def _answer(send: Any, status: int, detail: str, extra: dict[str, str]) -> None:
-    body = json.dumps({"detail": detail}).encode("utf-8")
+# MinerU 4's error body for its /v1 routes (its clients read error.code and error.message).
+_V1_ERRORS = {401: ("authentication_error", "invalid_api_key"), 413: ("invalid_request_error", "file_too_large"),
+              503: ("engine_error", "server_busy")}
+
+
+async def _answer(send: Any, status: int, detail: str, extra: dict[str, str], path: str = "") -> None:
+    if path.startswith("/v1/"):
+        kind, code = _V1_ERRORS.get(status, ("invalid_request_error", "invalid_request"))
+        body = json.dumps({"error": {"type": kind, "code": code, "message": detail, "param": None}}).encode("utf-8")
+    else:
+        body = json.dumps({"detail": detail}).encode("utf-8")
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     headers += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in extra.items()]
     await send({"type": "http.response.start", "status": status, "headers": headers})
