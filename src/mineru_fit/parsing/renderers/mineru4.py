@@ -8,13 +8,20 @@ Its zip holds `markdown.md`, `middle_json.json`, `structured_content.json` and `
 
 from __future__ import annotations
 
+import base64
 import json
+import mimetypes
+import zipfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from mineru_fit import __version__
 from mineru_fit.parsing.renderers.content_list import render_content_list
 
+# Suffix of each output file after <name> in our folder layout, by MinerU 4's format name (and ours).
+SUFFIXES = {"markdown": ".md", "middle_json": "_middle.json", "structured_content": "_structured_content.json",
+            "content_list": "_content_list.json", "pages": "_pages.json"}
 # What MinerU 4's zip and its API call each output (ParseResult.save, api_server's file names).
 ZIP_MEMBERS = {"markdown": "markdown.md", "middle_json": "middle_json.json",
                "structured_content": "structured_content.json"}
@@ -89,3 +96,37 @@ def build_outputs(pages: Sequence[tuple[int, list[dict[str, Any]]]], *, tier: st
         structured_content=json.dumps(render_structured_content(middle), ensure_ascii=False, indent=2),
         content_list=render_content_list(middle), assets={path: assets[path] for path in assets},
     )
+
+
+def write_zip(folder: Path, name: str, dest: Path) -> Path:
+    """MinerU 4's self-contained zip of one document written under `folder` (markdown.md, middle_json.json, ...)."""
+    partial = dest.with_name(dest.name + ".partial")
+    with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for fmt, member in ZIP_MEMBERS.items():
+            path = folder / f"{name}{SUFFIXES[fmt]}"
+            if path.is_file():
+                archive.write(path, member)
+        images = folder / "images"
+        for image in sorted(images.iterdir()) if images.is_dir() else ():
+            archive.write(image, f"images/{image.name}")
+    partial.replace(dest)
+    return dest
+
+
+def inline_markdown(folder: Path, name: str) -> str:
+    """The document's Markdown with its images inline as data URIs, as `mineru-kit parse -f markdown` writes it."""
+    from docvortex.render.markdown import render_markdown
+    from docvortex.schema import MiddleJson
+
+    middle = MiddleJson.from_dict(json.loads((folder / f"{name}{SUFFIXES['middle_json']}").read_text(encoding="utf-8")))
+    pending = [block for page in middle.pages for block in page.blocks]
+    while pending:
+        block = pending.pop()
+        pending.extend(child for child in getattr(block, "content", None) or () if hasattr(child, "type"))
+        path = getattr(block, "image_path", None)
+        if path and (folder / path).is_file():
+            mime = mimetypes.guess_type(path)[0] or "image/jpeg"
+            data = base64.b64encode((folder / path).read_bytes()).decode("ascii")
+            block.image_base64 = f"data:{mime};base64,{data}"
+            block.image_path = None
+    return render_markdown(middle)

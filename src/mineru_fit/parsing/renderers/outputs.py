@@ -16,9 +16,7 @@ from mineru_fit.parsing.fsio import write_bytes_atomic, write_json_atomic, write
 from mineru_fit.parsing.renderers import mineru4
 from mineru_fit.parsing.results import PageOutput, PageRecord
 
-# Suffix of each output file after <name>, by MinerU 4's format name (and ours).
-SUFFIXES = {"markdown": ".md", "middle_json": "_middle.json", "structured_content": "_structured_content.json",
-            "content_list": "_content_list.json", "pages": "_pages.json"}
+SUFFIXES = mineru4.SUFFIXES
 
 
 def markdown_path(out_dir: Path, name: str) -> Path:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import zipfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -13,8 +12,7 @@ from typing import Any, AsyncIterator, Callable, Optional, Sequence
 from mineru_fit import __version__
 from mineru_fit.errors import RequestRefusedError, UsageError
 from mineru_fit.parsing import PageSelection
-from mineru_fit.parsing.renderers.mineru4 import ZIP_MEMBERS
-from mineru_fit.parsing.renderers.outputs import SUFFIXES
+from mineru_fit.parsing.renderers.mineru4 import SUFFIXES, write_zip
 from mineru_fit.service.core import JobRequest, ServiceCore, Upload
 from mineru_fit.service.jobs import Job, JobStatus
 from mineru_fit.service.results import FileOutput, file_outputs
@@ -196,19 +194,12 @@ class V1Jobs:
         return registered
 
     def _zip(self, job_id: str, index: int, output: FileOutput) -> Optional[Path]:
-        """MinerU 4's self-contained zip of one file: markdown.md, middle_json.json, structured_content.json, images/."""
+        """MinerU 4's self-contained zip of one file, kept beside the /v1 store."""
+        if output.folder is None:
+            return None
         dest = self.store.outputs / job_id / f"{index}.zip"
         dest.parent.mkdir(parents=True, exist_ok=True)
-        partial = dest.with_suffix(".partial")
-        with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-            for fmt, member in ZIP_MEMBERS.items():
-                path = output.path(SUFFIXES[fmt])
-                if path is not None:
-                    archive.write(path, member)
-            for image in output.images():
-                archive.write(image, f"images/{image.name}")
-        partial.replace(dest)
-        return dest
+        return write_zip(output.folder, output.name, dest)
 
     # --- cancelling --------------------------------------------------------------------------
     async def cancel(self, job_id: str) -> dict[str, Any]:
