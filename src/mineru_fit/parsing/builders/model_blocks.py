@@ -11,11 +11,11 @@ leave them, so a page checkpoint holds everything its page needs.
 from __future__ import annotations
 
 import base64
-import io
 import re
 from typing import Any, Optional, Sequence
 
-JPEG_QUALITY = 90
+from mineru_fit.parsing.builders.vlm_blocks import crop_jpeg
+
 _INLINE_MATH = re.compile(r"\\\((?P<tex>.*?)\\\)", re.DOTALL)
 # Block types whose content is prose (inline LaTeX in \( \) becomes an equation span).
 _PROSE = frozenset({
@@ -52,13 +52,8 @@ def _display_math(content: str) -> str:
 
 
 def _crop_data_url(page_image: Any, bbox: Sequence[float]) -> Optional[str]:
-    width, height = page_image.size
-    box = (int(bbox[0] * width), int(bbox[1] * height), int(round(bbox[2] * width)), int(round(bbox[3] * height)))
-    if box[2] - box[0] < 1 or box[3] - box[1] < 1:
-        return None
-    buffer = io.BytesIO()
-    page_image.crop(box).convert("RGB").save(buffer, "JPEG", quality=JPEG_QUALITY)
-    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    data = crop_jpeg(page_image, bbox)
+    return "data:image/jpeg;base64," + base64.b64encode(data).decode("ascii") if data is not None else None
 
 
 def _bbox(raw: Any) -> Optional[list[float]]:
