@@ -24,14 +24,20 @@ from fixtures.documents import many_pages_pdf, pdf_with_pages  # noqa: E402
 from fixtures.service import running_service  # noqa: E402
 from mineru_fit.parsing.sample import write_sample_pdf  # noqa: E402
 from mineru_fit.service import ServiceConfig  # noqa: E402
+from mineru_fit.service.config import Limits  # noqa: E402
 from mineru_fit.service.server import build_app  # noqa: E402
 
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 
 
 @pytest.fixture(scope="module")
-def base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with running_service(ServiceConfig(data_dir=tmp_path_factory.mktemp("v1") / "data", workers=1)) as url:
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("v1") / "data"
+
+
+@pytest.fixture(scope="module")
+def base(data_dir: Path) -> Iterator[str]:
+    with running_service(ServiceConfig(data_dir=data_dir, workers=1)) as url:
         yield url
 
 
@@ -216,14 +222,26 @@ def test_cancel_stops_a_waiting_job_and_keeps_it_visible_as_canceled(client: htt
     assert _poll(client, first.json()["status_url"])["status"] == "completed"
 
 
-def test_the_token_guards_v1_but_not_its_probes(tmp_path: Path) -> None:
-    app = build_app(ServiceConfig(data_dir=tmp_path / "data", workers=1, token="s3cret"), ui=False)
+def test_the_door_asks_v1_for_the_token_but_not_its_probes_and_cuts_off_an_unsized_body(tmp_path: Path) -> None:
+    app = build_app(ServiceConfig(data_dir=tmp_path / "data", workers=1, token="s3cret",
+                                  limits=Limits(max_upload_bytes=1024)), ui=False)
     with TestClient(app) as locked:
         for path in ("/v1/health", "/v1/tiers", "/v1/models"):
             assert locked.get(path).status_code == 200
         _error(locked.get("/v1/usage"), 401, "invalid_api_key")
         usage = locked.get("/v1/usage", headers={"authorization": "Bearer s3cret"}).json()
         assert usage["access_level"] == "registered" and usage["limits"]["max_files_per_job"] == 100
+        head = (b'--B\r\nContent-Disposition: form-data; name="files"; filename="a.pdf"\r\n'
+                b"Content-Type: application/pdf\r\n\r\n%PDF-")
+
+        def chunked() -> Iterator[bytes]:  # no Content-Length: the body is stopped once it passes the limit
+            yield head
+            for _ in range(40):
+                yield bytes(64 * 1024)
+
+        _error(locked.post("/v1/tasks", params={"tier": "flash"}, content=chunked(),
+                           headers={"authorization": "Bearer s3cret", "content-type": "multipart/form-data; boundary=B"}),
+               413, "file_too_large")
 
 
 def test_the_2x_form_refuses_query_options_it_would_otherwise_drop(client: httpx.Client, sample: bytes) -> None:
@@ -231,3 +249,44 @@ def test_the_2x_form_refuses_query_options_it_would_otherwise_drop(client: httpx
     assert response.status_code == 422 and "'tier'" in response.json()["detail"] and "/v1/file_parse" in response.json()["detail"]
     ok = client.post("/file_parse", data={"backend": "flash"}, files=[("files", ("a.pdf", sample, "application/pdf"))])
     assert ok.status_code == 200 and ok.json()["tier"] == "flash"
+
+
+def test_the_retention_round_clears_v1_leftovers_when_the_service_starts(tmp_path: Path) -> None:
+    stale = tmp_path / "data" / "v1" / "outputs" / ("0" * 32)  # the zip of a job deleted while the service was down
+    stale.mkdir(parents=True)
+    (stale / "0.zip").write_bytes(b"PK\x05\x06" + bytes(18))
+    with TestClient(build_app(ServiceConfig(data_dir=tmp_path / "data", workers=1), ui=False)):
+        deadline = time.monotonic() + 30
+        while stale.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+    assert not stale.exists()
+
+
+def test_retention_takes_a_deleted_jobs_zip_and_the_bytes_of_expired_uploads(client: httpx.Client, data_dir: Path,
+                                                                             tmp_path: Path) -> None:
+    """Last in this file: the round below runs two hours ahead, so every upload made above has expired."""
+    from mineru_fit.service.store import JobStore
+    from mineru_fit.service.v1.retention import sweep
+    from mineru_fit.service.v1.store import V1Store
+
+    pdf = pdf_with_pages(tmp_path / "gone.pdf", ["text:Kept for an hour"]).read_bytes()
+    task = client.post("/v1/tasks", params={"tier": "flash", "output_formats": ["zip"]},
+                       files=[("files", ("gone.pdf", pdf, "application/pdf"))]).json()
+    zip_id = _poll(client, task["status_url"])["files"][0]["output_files"]["zip"]["file_id"]
+    created = client.post("/v1/uploads", json={"filename": "up.pdf", "bytes": len(pdf), "mime_type": "application/pdf"}).json()
+    client.put(created["upload_url"], content=pdf)
+    file_id = client.post(f"/v1/uploads/{created['id']}/complete").json()["file"]["id"]
+    core_id = task["task_id"].removeprefix("job_")
+    assert client.delete(f"/tasks/{core_id}").status_code == 204  # the core deletes the job, as its retention does
+    store, jobs = V1Store(data_dir / "v1"), JobStore(data_dir / "jobs.sqlite3")
+    blob, zipped = store.blob_path(hashlib.sha256(pdf).hexdigest()), store.outputs / core_id
+    assert blob.is_file() and zipped.is_dir()
+    try:
+        sweep(store, jobs.ids, time.time() - 3600, now=time.time() + 2 * 3600)
+    finally:
+        store.close()
+        jobs.close()
+    assert not zipped.exists() and not blob.exists()
+    _error(client.get(f"/v1/files/{zip_id}"), 404, "file_not_found")
+    _error(client.post("/v1/parse/jobs", json={"files": [{"source": {"type": "file_id", "file_id": file_id}}],
+                                               "tier": "flash"}), 404, "file_not_found")

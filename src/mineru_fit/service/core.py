@@ -17,7 +17,7 @@ import time
 import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, AsyncIterator, Optional, Sequence
+from typing import Any, AsyncIterator, Callable, Optional, Sequence
 
 from mineru_fit.errors import RequestRefusedError
 from mineru_fit.parsing import PageSelection
@@ -74,6 +74,7 @@ class ServiceCore:
         self._deleted: set[str] = set()
         self._job_seconds = 5.0           # a running average, for Retry-After
         self._sweeper: Optional[asyncio.Task[None]] = None
+        self.sweepers: list[Callable[[float], None]] = []  # more to clean each retention round (given its cutoff)
 
     # --- life --------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -363,6 +364,8 @@ class ServiceCore:
             cutoff = time.time() - self.config.retention_s
             for job_id in await asyncio.to_thread(self._store.finished_before, cutoff):
                 await self.delete(job_id)
+            for sweep in self.sweepers:
+                await asyncio.to_thread(sweep, cutoff)
             await asyncio.sleep(RETENTION_SWEEP_S)
 
 

@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 
 from mineru_fit.service.core import ServiceCore
-from mineru_fit.service.v1 import errors, parse, resources
+from mineru_fit.service.v1 import errors, parse, resources, retention
 from mineru_fit.service.v1.context import V1Context
 
 # MinerU 4 serves these without a token (its router and clients probe them first).
@@ -24,6 +24,7 @@ def _is_v1(request: Request) -> bool:
 def mount_v1(app: FastAPI, core: ServiceCore) -> V1Context:
     """Add the /v1 routes over `core` to `app` (the 2.x routes keep their own error body)."""
     ctx = V1Context(core)
+    core.sweepers.append(lambda cutoff: retention.sweep(ctx.store, ctx.core_jobs, cutoff))
     app.include_router(resources.build_router(ctx))
     app.include_router(parse.build_router(ctx))
     app.add_exception_handler(errors.V1Error, lambda _r, exc: errors.response(exc))  # type: ignore[arg-type]
@@ -39,7 +40,8 @@ def mount_v1(app: FastAPI, core: ServiceCore) -> V1Context:
     async def http_error(request: Request, exc: Any) -> Any:
         if not _is_v1(request):
             return await http_exception_handler(request, exc)
-        code = "not_found" if exc.status_code == 404 else "invalid_request"
+        # (a 413 here is the Guard stopping a body sent without Content-Length once it passes the limit)
+        code = "not_found" if exc.status_code == 404 else errors.code_for(exc.status_code)
         return errors.response(errors.V1Error(exc.status_code, code, str(exc.detail)))
 
     app.add_exception_handler(RequestValidationError, validation)

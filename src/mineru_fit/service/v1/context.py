@@ -24,6 +24,12 @@ class V1Context:
             self._store = V1Store(self.core.config.data_dir / "v1")
         return self._store
 
+    def core_jobs(self) -> set[str]:
+        """The ids of every job the core holds (the core must be running)."""
+        if self.core.store is None:
+            raise RuntimeError("the service core is not started")
+        return self.core.store.ids()
+
     @property
     def jobs(self) -> V1Jobs:
         return V1Jobs(self.core, self.store)

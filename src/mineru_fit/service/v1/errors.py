@@ -34,6 +34,10 @@ def error_type_for(status: int) -> str:
     return "invalid_request_error" if 400 <= status < 500 else "api_error"
 
 
+def code_for(status: int) -> str:
+    return _CODES.get(status, "invalid_request")
+
+
 def fail(status: int, code: str, message: str, *, param: Optional[str] = None, error_type: Optional[str] = None) -> NoReturn:
     raise V1Error(status, code, message, param=param, error_type=error_type)
 
@@ -55,5 +59,5 @@ def from_refusal(exc: RequestRefusedError, param: Optional[str] = "files") -> V1
     """A refusal of the shared core (bad file, limits, full queue) as a /v1 error."""
     headers = {"retry-after": str(exc.retry_after_s)} if exc.retry_after_s else None
     error_type = "engine_error" if exc.status == 503 else None
-    return V1Error(exc.status, _CODES.get(exc.status, "invalid_request"), str(exc),
+    return V1Error(exc.status, code_for(exc.status), str(exc),
                    param=None if exc.status == 503 else param, error_type=error_type, headers=headers)

@@ -119,9 +119,10 @@ async def _json_sources(ctx: V1Context, body: CreateJob) -> list[Source]:
             sources.append(Source(source.name, _inline_chunks(data)))
             continue
         record = await asyncio.to_thread(ctx.store.file, source.file_id)
-        if record is None or record["purpose"] != "parse" or not record["sha256"]:
+        path = ctx.store.blob_path(record["sha256"]) if record is not None and record["sha256"] else None
+        # (its bytes can be gone too: the file expired and was swept since the client listed it)
+        if record is None or record["purpose"] != "parse" or path is None or not path.is_file():
             fail(404, "file_not_found", f"File {source.file_id[:80]} not found", param=param)
-        path = ctx.store.blob_path(record["sha256"])
         sources.append(Source(record["filename"], lambda p=path: file_chunks(p), source.file_id))
     return sources
 

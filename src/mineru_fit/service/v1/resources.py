@@ -130,6 +130,7 @@ def build_router(ctx: V1Context) -> APIRouter:
         if blob is not None and blob.is_file():  # these bytes are here already: no transfer needed
             if blob.stat().st_size != body.bytes:
                 fail(400, "upload_size_mismatch", "Declared size does not match the cached file", param="bytes")
+            os.utime(blob)  # in use again: the retention round leaves a fresh blob alone
             record = await asyncio.to_thread(store.add_file, {
                 "id": new_id("file-"), "filename": body.filename, "bytes": body.bytes, "created_at": now,
                 "expires_at": upload["expires_at"], "purpose": body.purpose, "sha256": body.sha256sum})

@@ -131,6 +131,11 @@ class V1Store:
     def delete_file(self, file_id: str) -> bool:
         return self._write("DELETE FROM files WHERE id=?", (file_id,)) > 0
 
+    def live_hashes(self) -> set[str]:
+        """The SHA-256 of every uploaded file still listed (its blob must stay)."""
+        return {r[0] for r in self._rows("SELECT DISTINCT sha256 FROM files WHERE purpose != 'parse_output' "
+                                         "AND sha256 IS NOT NULL")}
+
     # --- jobs --------------------------------------------------------------------------------
     def add_job(self, job_id: str, tier: str, output_formats: list[str], ocr_mode: str,
                 files: list[dict[str, Any]]) -> None:
@@ -149,6 +154,17 @@ class V1Store:
 
     def job_ids(self) -> list[str]:
         return [r[0] for r in self._rows("SELECT id FROM jobs")]
+
+    def forget(self, gone_jobs: Iterable[str], now: int, canceled_before: str) -> None:
+        """Drop files past their expiry, and the rows of jobs the core deleted (a canceled one is shown as
+        canceled until `canceled_before`, an ISO time, like a finished job until retention takes it)."""
+        self._write("DELETE FROM files WHERE expires_at IS NOT NULL AND expires_at <= ?", (now,))
+        for job_id in gone_jobs:
+            meta = self.job(job_id)
+            if meta is None or (meta["canceled"] and (meta["canceled"].get("finished_at") or "") >= canceled_before):
+                continue
+            self._write("DELETE FROM files WHERE job_id=?", (job_id,))
+            self._write("DELETE FROM jobs WHERE id=?", (job_id,))
 
     def set_job(self, job_id: str, **fields: Any) -> None:
         values = {k: (json.dumps(v) if k in ("canceled", "outputs") and v is not None else v) for k, v in fields.items()}
