@@ -21,6 +21,8 @@ $(VENV)/.flash-installed: $(VENV)/.base-installed
 
 # Dev install: CPU torch from the local wheel FIRST, so nothing later pulls a CUDA build;
 # never torchvision (it fails to import beside CPU torch and breaks transformers' Qwen2-VL).
+# The dev extra brings mineru==4.0.12 (its clients, for the /v1 tests): its base install has no torch, and
+# the check below fails the install if anything ever pulls torchvision in.
 $(VENV)/.dev-installed: $(VENV)/.base-installed
 	$(PIP) torch==2.13.0
 	$(PIP) -e '.[engine,flash,api,ui,dev]'

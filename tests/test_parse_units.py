@@ -12,7 +12,6 @@ from PIL import Image
 
 from mineru_fit.errors import InputDocumentError, UsageError
 from mineru_fit.parsing import PageSelection, choose_tier
-from mineru_fit.parsing.builders.flash_blocks import page_items as flash_items
 from mineru_fit.parsing.discover import discover
 from mineru_fit.parsing.flash import page_range
 from mineru_fit.parsing.renderers.markdown import render_markdown
@@ -76,34 +75,36 @@ def test_discover_expands_folders_names_uniquely_and_reports_missing_paths(tmp_p
     assert files[2].error and "does not exist" in files[2].error
 
 
-def _docvortex_page() -> dict:
-    span = lambda text, **kw: {"type": "text", "content": text, **kw}  # noqa: E731
-    return {"page_idx": 4, "blocks": [
-        {"type": "doc_title", "bbox": [0.1, 0.05, 0.9, 0.08], "content": [span("Report")], "level": 1},
-        {"type": "paragraph_title", "bbox": [0.1, 0.1, 0.5, 0.12], "content": [span("2 Method")], "level": 2},
-        {"type": "text", "bbox": [0.1, 0.13, 0.9, 0.2], "content": [
-            span("Energy is "), {"type": "equation_inline", "content": "E=mc^2"}, span(" exactly.", styles=["bold"])]},
-        {"type": "table", "bbox": [0.1, 0.3, 0.9, 0.5], "content": [
-            {"type": "table_body", "bbox": [0.1, 0.3, 0.9, 0.5], "image_path": "images/t.jpg",
-             "content": "<table><tr><td>A</td><td>B</td></tr></table>"},
-            {"type": "table_caption", "content": [span("Table 1: Cells")]}]},
-        {"type": "list", "bbox": [0.1, 0.6, 0.9, 0.7], "sub_type": "text", "content": [
-            {"type": "text", "content": [span("first")]}, {"type": "text", "content": [span("second")]}]},
-        {"type": "page_number", "bbox": [0.45, 0.95, 0.55, 0.97], "content": [span("5")]},
-    ]}
+def _mineru25_page() -> list[dict]:
+    """One page as MinerU2.5 answers it (after mineru-vl-utils' post-processing)."""
+    return [
+        {"type": "title", "bbox": [0.1, 0.05, 0.9, 0.08], "content": "2 Method"},
+        {"type": "text", "bbox": [0.1, 0.13, 0.9, 0.2], "content": "Energy is \\(E=mc^2\\) exactly."},
+        {"type": "table", "bbox": [0.1, 0.3, 0.9, 0.5], "content": "<table><tr><td>A</td><td>B</td></tr></table>"},
+        {"type": "table_caption", "bbox": [0.1, 0.26, 0.9, 0.29], "content": "Table 1: Cells"},
+        {"type": "equation", "bbox": [0.2, 0.55, 0.8, 0.6], "content": "\\[ a^2+b^2=c^2 \\]"},
+        {"type": "page_number", "bbox": [0.45, 0.95, 0.55, 0.97], "content": "5"},
+    ]
 
 
-def test_docvortex_blocks_become_mineru_content_list_items() -> None:
-    items = flash_items(_docvortex_page())
-    assert [i["type"] for i in items] == ["text", "text", "text", "table", "list", "page_number"]
-    assert items[0]["text_level"] == 1 and items[1]["text_level"] == 2 and "text_level" not in items[2]
-    assert items[2]["text"] == "Energy is $E=mc^2$ exactly."
-    assert items[3]["table_body"].startswith("<table>") and items[3]["table_caption"] == ["Table 1: Cells"]
-    assert items[3]["img_path"] == "images/t.jpg" and items[3]["bbox"] == [100, 300, 900, 500]
-    assert all(i["page_idx"] == 4 for i in items)
-    md = render_markdown(items)
-    assert md.startswith("# Report\n\n## 2 Method") and "- first\n- second" in md
-    assert "<td>A</td>" in md and "Table 1: Cells" in md and "\n5" not in md  # page numbers stay out
+def test_mineru25_blocks_become_mineru4_content_list_and_markdown() -> None:
+    pytest.importorskip("docvortex")
+    from mineru_fit.parsing.builders.model_blocks import vlm_model_page
+    from mineru_fit.parsing.renderers.mineru4 import build_outputs
+
+    page = vlm_model_page(_mineru25_page(), Image.new("RGB", (200, 300), "white"))
+    out = build_outputs([(4, page)], tier="vlm")
+    items = out.content_list
+    assert [i["type"] for i in items] == ["text", "text", "table", "equation", "page_number"]
+    assert items[0]["text_level"] == 2  # MinerU keeps a title its layout model did not confirm at level 2
+    assert items[1]["text"] == "Energy is $E=mc^2$ exactly."
+    assert items[2]["table_body"].startswith("<table>") and items[2]["table_caption"] == ["Table 1: Cells"]
+    assert items[2]["img_path"].startswith("images/") and items[2]["img_path"] in out.assets
+    assert items[3]["text"] == "a^2+b^2=c^2" and items[3]["text_format"] == "latex"
+    assert all(i["page_idx"] == 4 for i in items) and items[2]["bbox"] == [100, 300, 900, 500]
+    assert out.markdown.startswith("## 2 Method") and "Table 1: Cells" in out.markdown
+    assert "$$\na^2+b^2=c^2\n$$" in out.markdown and "\n5\n" not in out.markdown  # page numbers stay out
+    assert json.loads(out.middle_json)["extensions"]["mineru_fit"]["tier"] == "vlm"
 
 
 def test_mineru_blocks_become_items_with_crops_and_attached_captions() -> None:

@@ -19,6 +19,7 @@ from mineru_fit.cli.options import LevelChoice
 from mineru_fit.cli.plan_cmd import request_from_flags
 from mineru_fit.errors import UsageError
 from mineru_fit.parsing import DEFAULT_DPI, PageSelection, ParseOptions, VlmSetup, choose_tier, parse_documents
+from mineru_fit.parsing.renderers.export import export, plan_export
 from mineru_fit.planner import PlanReport, make_report
 from mineru_fit.settings import Settings, load_settings
 
@@ -76,7 +77,8 @@ def _device(settings: Settings) -> Optional[str]:
 @app.command("parse")
 def parse_command(
     inputs: list[Path] = typer.Argument(..., help="PDF/PNG/JPEG/WebP files or folders of them."),
-    output: Path = typer.Option(Path("output"), "--output", "-o", help="Output folder: <out>/<name>/<tier>/."),
+    output: Path = typer.Option(Path("output"), "--output", "-o", help="Output folder: <out>/<name>/<tier>/ (with -f: a file, or a folder of <name>.<ext>)."),
+    fmt: Optional[str] = typer.Option(None, "--format", "-f", help="Write one MinerU 4 output: markdown, middle_json, structured_content or zip."),
     tier: str = typer.Option("auto", "--tier", help="auto, vlm (MinerU2.5) or flash (model-free, born-digital PDFs)."),
     pages: Optional[str] = typer.Option(None, "--pages", help="Pages to parse, 1-based: 1-5,9 or 3-."),
     password: Optional[str] = typer.Option(None, "--password", help="Password of encrypted PDFs."),
@@ -106,7 +108,8 @@ def parse_command(
         tier = "flash"
     settings = load_settings()
     selection = PageSelection.parse(pages) if pages else None
-    options = ParseOptions(out_dir=output, pages=selection, password=password, dpi=dpi, force=force)
+    work_dir, dest = plan_export(output, fmt, inputs) if fmt else (output, None)
+    options = ParseOptions(out_dir=work_dir, pages=selection, password=password, dpi=dpi, force=force)
     model_id, model_dir = _model_dir(model, settings) if not server else (model or settings.model, None)
     if ray is not None:  # every GPU of the cluster plans for itself: nothing here is planned for this machine
         from mineru_fit.cli.parse_ray import parse_on_cluster
@@ -140,6 +143,9 @@ def parse_command(
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2))
     render_summary(console, result)
+    for done in result.files if dest is not None else ():
+        written = export(done.output_dir, done.name, str(fmt), dest(done.name)) if done.output_dir else None
+        console.print(f"{fmt}: {escape(str(written))}" if written else f"{fmt}: nothing converted in {done.name}")
     if result.exit_code:
         raise typer.Exit(result.exit_code)
 

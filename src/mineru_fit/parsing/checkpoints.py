@@ -70,7 +70,9 @@ class PageStore:
             if not all((self.out_dir / rel).is_file() for rel, _ in images):
                 continue  # an image went missing since: redo the page
             record = PageRecord.from_dict({**data["record"], "resumed": True})
-            pages[record.page_idx] = PageOutput(record, tuple(data.get("items", [])), data.get("markdown", ""), images)
+            blocks = data.get("model_blocks")
+            pages[record.page_idx] = PageOutput(record, tuple(data.get("items", [])), data.get("markdown", ""), images,
+                                                tuple(blocks) if isinstance(blocks, list) else None)
         return pages
 
     def save(self, output: PageOutput) -> None:
@@ -82,6 +84,7 @@ class PageStore:
             "items": list(output.items),
             "markdown": output.markdown,
             "images": [rel for rel, _ in output.images],
+            "model_blocks": list(output.model_blocks) if output.model_blocks is not None else None,
         })
 
     @staticmethod

@@ -14,8 +14,6 @@ from pathlib import Path
 from typing import Any, Callable, Union
 
 from mineru_fit.errors import InputDocumentError, MissingExtraError
-from mineru_fit.parsing.builders.flash_blocks import image_paths, page_items
-from mineru_fit.parsing.renderers.markdown import render_markdown
 from mineru_fit.parsing.results import PageOutput, PageRecord
 
 logger = logging.getLogger(__name__)
@@ -49,16 +47,6 @@ def _failed(page_idx: int, error: str, seconds: float = 0.0) -> PageRecord:
     return PageRecord(page_idx=page_idx, tier="flash", ok=False, seconds=seconds, error=error)
 
 
-def _page_markdown(docvortex: Any, middle: Any, page: Any, assets: Any, items: list[dict[str, Any]]) -> str:
-    """docvortex's own Markdown for one page; ours from the items if its renderer refuses the page."""
-    try:
-        one = middle.model_copy(update={"pages": [page]})
-        return docvortex.render_artifact(one, "markdown", assets=assets).content.decode("utf-8")
-    except Exception as exc:  # a renderer bug must not cost the page: the items are already built
-        logger.info("docvortex could not render page %d as Markdown (%s): using ours", page.page_idx + 1, exc)
-        return render_markdown(items)
-
-
 def parse_flash(source: Union[Path, bytes], doc: Any, pages: list[int],
                 emit: Callable[[PageOutput], None], fail: Callable[[PageRecord], None]) -> None:
     """Parse `pages` (0-based) of one open document; each converted page goes to `emit`, each failed one to `fail`."""
@@ -74,7 +62,8 @@ def parse_flash(source: Union[Path, bytes], doc: Any, pages: list[int],
         if layer == "text":
             text_pages.append(page_idx)
         elif layer == "empty":  # a blank page is converted: it holds nothing
-            emit(PageOutput(PageRecord(page_idx=page_idx, tier="flash", ok=True, seconds=0.0, peak_memory_bytes=0)))
+            emit(PageOutput(PageRecord(page_idx=page_idx, tier="flash", ok=True, seconds=0.0, peak_memory_bytes=0),
+                            model_blocks=()))
         else:
             fail(_failed(page_idx, NO_TEXT_LAYER if doc.kind == "pdf" else
                          "an image has no text layer: needs the vlm tier (download the model or pass --server)"))
@@ -83,7 +72,9 @@ def parse_flash(source: Union[Path, bytes], doc: Any, pages: list[int],
     from docvortex.errors import DocumentError
 
     try:
-        result = docvortex.parse(source, file_suffix="pdf", page_range=page_range(text_pages), parse_mode="txt")
+        # analyze, not parse: the raw model pages are what a page checkpoint keeps, and the whole
+        # document is post-processed at once when its files are written (joins across pages).
+        analysis = docvortex.analyze(source, file_suffix="pdf", page_range=page_range(text_pages), parse_mode="txt")
     except DocumentError as exc:
         reason = NO_TEXT_LAYER if exc.code == "pdf_ocr_unsupported" else f"docvortex: {exc.message} ({exc.code})"
         for page_idx in text_pages:
@@ -93,22 +84,15 @@ def parse_flash(source: Union[Path, bytes], doc: Any, pages: list[int],
         for page_idx in text_pages:
             fail(_failed(page_idx, f"docvortex failed on this file: {type(exc).__name__}: {exc}"))
         return
-    middle, assets = result.middle_json, result.assets
+    model = analysis.model_json
+    broken = {d.page_index for d in analysis.diagnostics if d.code == "broken_page" and d.page_index is not None}
+    by_index = dict(zip(model.resolved_page_indices, model.pages))
     share_s = (time.perf_counter() - started) / len(text_pages)
-    by_index = {page.page_idx: page for page in middle.pages}
     for page_idx in text_pages:
-        page = by_index.get(page_idx)
-        if page is None:
+        blocks = by_index.get(page_idx)
+        if blocks is None or page_idx in broken:
             fail(_failed(page_idx, "docvortex could not load this page (broken page object)", share_s))
             continue
-        built = time.perf_counter()
-        try:
-            items = page_items(page.model_dump(mode="json", by_alias=True, exclude_none=True))
-        except Exception as exc:  # docvortex output we do not understand costs this page, not the file
-            fail(_failed(page_idx, f"could not convert docvortex's page: {type(exc).__name__}: {exc}", share_s))
-            continue
-        markdown = _page_markdown(docvortex, middle, page, assets, items)
-        images = tuple((rel, assets[rel]) for rel in image_paths(items) if rel in assets)
-        record = PageRecord(page_idx=page_idx, tier="flash", ok=True, seconds=share_s + time.perf_counter() - built,
-                            peak_memory_bytes=0, blocks=len(items))
-        emit(PageOutput(record, tuple(items), markdown, images))
+        record = PageRecord(page_idx=page_idx, tier="flash", ok=True, seconds=share_s, peak_memory_bytes=0,
+                            blocks=len(blocks))
+        emit(PageOutput(record, model_blocks=tuple(blocks)))

@@ -52,6 +52,8 @@ class PageOutput:
     items: tuple[dict[str, Any], ...] = ()
     markdown: str = ""
     images: tuple[tuple[str, bytes], ...] = ()  # (path relative to the output dir, bytes)
+    # The page as docvortex model blocks (images inline): what MinerU 4's outputs are built from.
+    model_blocks: Optional[tuple[dict[str, Any], ...]] = None
 
 
 @dataclass(frozen=True)

@@ -87,6 +87,15 @@ def _refused(exc: RequestRefusedError) -> JSONResponse:
     return JSONResponse({"detail": str(exc)}, status_code=exc.status, headers=headers)
 
 
+async def form_only(request: Request) -> None:
+    """The 2.x form reads only its multipart fields: a query parameter would be dropped unseen, so it is refused."""
+    if request.query_params:
+        name = next(iter(request.query_params))[:60]
+        raise RequestRefusedError(
+            f"query parameter {name!r} is not read by POST {request.url.path} (the 2.x form takes its options as form "
+            f"fields) — send {name} as a form field, or use MinerU 4's POST /v1{request.url.path}?{name}=…")
+
+
 async def _submit(core: ServiceCore, form: ParseForm) -> Job:
     request = form.to_request()
     uploads = [Upload(f.filename, upload_chunks(f)) for f in form.files]
@@ -176,7 +185,7 @@ def create_app(core: ServiceCore, *, manage_core: bool = True, open_prefixes: tu
         body, content_type = core.metrics.render()
         return Response(body, media_type=content_type)
 
-    @app.post("/file_parse", dependencies=secured, tags=["parse"], responses={
+    @app.post("/file_parse", dependencies=[*secured, Depends(form_only)], tags=["parse"], responses={
         200: {"model": ParseResultBody, "content": {"application/zip": {}},
               "description": "The outputs (a zip with response_format_zip)"}, **refusals})
     async def file_parse(request: Request, form: Annotated[ParseForm, File()]) -> Response:
@@ -189,7 +198,7 @@ def create_app(core: ServiceCore, *, manage_core: bool = True, open_prefixes: tu
             return JSONResponse({"detail": "the job was deleted before it finished"}, status_code=410)
         return await finished_response(core, finished, "zip" if finished.options.zip else "json")
 
-    @app.post("/tasks", status_code=202, dependencies=secured, response_model=TaskBody, tags=["tasks"],
+    @app.post("/tasks", status_code=202, dependencies=[*secured, Depends(form_only)], response_model=TaskBody, tags=["tasks"],
               responses=refusals)
     async def submit_task(form: Annotated[ParseForm, File()]) -> JSONResponse:
         """Accept the files as a job and answer at once (202) with where to follow it."""

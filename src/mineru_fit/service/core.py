@@ -16,7 +16,7 @@ import time
 import uuid
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from mineru_fit.errors import RequestRefusedError
 from mineru_fit.service.config import ServiceConfig
@@ -60,6 +60,7 @@ class ServiceCore:
         self.disk = DiskWatch(self._probe_disk, self._disk_back, retry_s=config.store_retry_s)
         self._job_seconds = 5.0           # a running average, for Retry-After
         self._sweeper: Optional[asyncio.Task[None]] = None
+        self.sweepers: list[Callable[[float], None]] = []  # more to clean each retention round (given its cutoff)
 
     # --- life --------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -416,6 +417,8 @@ class ServiceCore:
                     await self.delete(job_id)
             except StoreError as exc:  # a failing disk: the next sweep tries again
                 logger.warning("retention sweep skipped: %s", exc)
+            for sweep in self.sweepers:
+                await asyncio.to_thread(sweep, cutoff)
             await asyncio.sleep(RETENTION_SWEEP_S)
 
 

@@ -47,7 +47,7 @@ class EngineSpec:
         return EngineInfo(url=url, kind=kind, level=plan.level if plan else None, reason=self.reason,
                           max_model_len=plan.max_model_len if plan else None,
                           concurrency=plan.batch_size if plan else None,
-                          model_name=plan.model if plan else "")
+                          model_name=plan.model if plan else (self.builtin.served_model_name or "") if self.builtin else "")
 
 
 class EngineHandle:

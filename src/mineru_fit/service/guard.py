@@ -22,7 +22,7 @@ from mineru_fit.errors import RequestRefusedError
 from mineru_fit.service.hosts import SAFE_METHODS, host_allowed, same_origin
 from mineru_fit.units import mib
 
-UPLOAD_PATHS = ("/file_parse", "/tasks")
+UPLOAD_PATHS = ("/file_parse", "/tasks", "/v1/file_parse", "/v1/tasks")
 OPEN_PATHS = ("/health", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json")
 OPEN_PREFIXES = ("/static-offline-docs",)     # the API docs' own scripts and styles (fastapi-offline)
 FORM_OVERHEAD_BYTES = 1024 * 1024   # multipart boundaries and the form's small fields
@@ -84,7 +84,7 @@ class Guard:
             if scope["type"] == "websocket":
                 await send({"type": "websocket.close", "code": 1008})
                 return
-            await _answer(send, *refusal)
+            await _answer(send, *refusal, path=scope.get("path", ""))
             return
         if scope["type"] == "websocket":
             await self.app(scope, receive, send)
@@ -95,11 +95,11 @@ class Guard:
             try:
                 self.capacity()
             except RequestRefusedError as exc:
-                await _answer(send, exc.status, str(exc), {"retry-after": str(exc.retry_after_s or 5)})
+                await _answer(send, exc.status, str(exc), {"retry-after": str(exc.retry_after_s or 5)}, path)
                 return
             length = headers.get("content-length", "")
             if length.isdigit() and int(length) > self.max_body_bytes:
-                await _answer(send, 413, _too_large(self.max_body_bytes), {"connection": "close"})
+                await _answer(send, 413, _too_large(self.max_body_bytes), {"connection": "close"}, path)
                 return
             limit = self.max_body_bytes
         receive = _guarded_body(receive, limit, self.body_timeout_s)
@@ -107,7 +107,7 @@ class Guard:
             try:
                 receive = await _checked_json(receive)
             except HTTPException as exc:
-                await _answer(send, exc.status_code, str(exc.detail), dict(exc.headers or {}))
+                await _answer(send, exc.status_code, str(exc.detail), dict(exc.headers or {}), path)
                 return
         await self.app(scope, receive, send)
 
@@ -218,8 +218,17 @@ def _replay(first: dict[str, Any], then: Any = None) -> Any:
     return replay
 
 
-async def _answer(send: Any, status: int, detail: str, extra: dict[str, str]) -> None:
-    body = json.dumps({"detail": detail}).encode("utf-8")
+# MinerU 4's error body for its /v1 routes (its clients read error.code and error.message).
+_V1_ERRORS = {401: ("authentication_error", "invalid_api_key"), 413: ("invalid_request_error", "file_too_large"),
+              503: ("engine_error", "server_busy")}
+
+
+async def _answer(send: Any, status: int, detail: str, extra: dict[str, str], path: str = "") -> None:
+    if path.startswith("/v1/"):
+        kind, code = _V1_ERRORS.get(status, ("invalid_request_error", "invalid_request"))
+        body = json.dumps({"error": {"type": kind, "code": code, "message": detail, "param": None}}).encode("utf-8")
+    else:
+        body = json.dumps({"detail": detail}).encode("utf-8")
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     headers += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in extra.items()]
     await send({"type": "http.response.start", "status": status, "headers": headers})

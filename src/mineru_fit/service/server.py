@@ -40,16 +40,22 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def build_app(config: ServiceConfig, *, ui: bool) -> Any:
-    """The API app over a fresh core (with the UI mounted at /ui when asked)."""
+    """The API app over a fresh core: the 2.x routes, MinerU 4's /v1, and the UI at /ui when asked."""
     from mineru_fit.service.api import create_app
     from mineru_fit.service.core import ServiceCore
 
+    from mineru_fit.service.v1 import OPEN_PATHS, mount_v1
+
     core = ServiceCore(config)
     if not ui:
-        return create_app(core)
+        app = create_app(core, open_prefixes=OPEN_PATHS)
+        mount_v1(app, core)  # MinerU 4's /v1 API beside the 2.x routes, over the same core
+        return app
     from mineru_fit.service.ui import UI_PATH, mount_ui
 
-    return mount_ui(create_app(core, open_prefixes=(UI_PATH,)), core)
+    app = create_app(core, open_prefixes=(UI_PATH, *OPEN_PATHS))
+    mount_v1(app, core)
+    return mount_ui(app, core)
 
 
 def run_service(config: ServiceConfig, engine: EngineSpec, *, host: str, port: int, ui: bool = False,

@@ -47,7 +47,8 @@ def _latex(content: str) -> str:
     return f"$$\n{body}\n$$" if body else ""
 
 
-def _crop(page_image: Any, bbox: Sequence[float]) -> Optional[bytes]:
+def crop_jpeg(page_image: Any, bbox: Sequence[float]) -> Optional[bytes]:
+    """The JPEG of a 0..1 box of the rendered page (None when the box is under a pixel)."""
     width, height = page_image.size
     box = (int(bbox[0] * width), int(bbox[1] * height), int(round(bbox[2] * width)), int(round(bbox[3] * height)))
     if box[2] - box[0] < 1 or box[3] - box[1] < 1:
@@ -77,7 +78,7 @@ def page_items(blocks: Sequence[Any], page_image: Any, page_idx: int) -> tuple[l
         kind, bbox, content = block["type"], block["bbox"], (block.get("content") or "")
         fields: dict[str, Any] = {}
         if kind in _CROPPED:
-            data = _crop(page_image, bbox)
+            data = crop_jpeg(page_image, bbox)
             if data is not None:
                 fields["img_path"] = f"images/page_{page_idx}_{kind}_{i}.jpg"
                 images.append((fields["img_path"], data))

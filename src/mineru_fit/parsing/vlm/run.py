@@ -11,24 +11,28 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any, AsyncIterator, Optional, Sequence
 
+from mineru_fit.parsing.builders.model_blocks import vlm_model_page
 from mineru_fit.parsing.builders.vlm_blocks import page_items
 from mineru_fit.parsing.discover import InputFile
 from mineru_fit.parsing.documents import OpenFile, finish_or_fail, open_input
 from mineru_fit.parsing.observer import ParseObserver
 from mineru_fit.parsing.options import ParseOptions
+from mineru_fit.parsing.renderers import mineru4
 from mineru_fit.parsing.renderers.markdown import render_markdown
 from mineru_fit.parsing.results import FileResult, PageOutput, PageRecord
 from mineru_fit.parsing.vlm.scheduler import PageRun, PageTask, Scheduler
 
 
 def page_output(page_idx: int, blocks: list[Any], image: Any, run: PageRun) -> PageOutput:
-    """A converted page from MinerU's blocks: content_list items, Markdown, crops and its row of the page table."""
-    items, crops = page_items(blocks, image, page_idx)
+    """A converted page from MinerU's blocks: its row of the page table and what its outputs are built from."""
     record = PageRecord(
         page_idx=page_idx, tier="vlm", ok=True, seconds=round(run.seconds, 3), batch_size=run.batch_size,
         concurrency=run.concurrency, retries=run.retries, peak_memory_bytes=run.peak_memory_bytes,
-        level=run.level, blocks=len(items),
+        level=run.level, blocks=len(blocks),
     )
+    if mineru4.available():  # MinerU 4's outputs are built from the whole document when it is written
+        return PageOutput(record, model_blocks=tuple(vlm_model_page(blocks, image)))
+    items, crops = page_items(blocks, image, page_idx)
     return PageOutput(record, tuple(items), render_markdown(items), tuple(crops))
 
 
