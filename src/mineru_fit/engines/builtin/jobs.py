@@ -59,6 +59,14 @@ class Job:
     prompt_tokens: int = 0
     shrunk: bool = False                # already retried once at a smaller image size
     seed: Optional[int] = None
+    # Set by the HTTP side when the client is gone (disconnect, deleted job); whoever runs the
+    # job drops it at the next chance and answers it with CANCELLED_STATUS. Read from the worker
+    # thread: a plain attribute is enough (one writer, checked between steps).
+    cancelled: bool = False
+
+
+# nginx's "client closed request": nobody reads this answer, but metrics and logs name it.
+CANCELLED_STATUS = 499
 
 
 @dataclass(frozen=True)
