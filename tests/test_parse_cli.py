@@ -102,6 +102,13 @@ def test_parse_in_process_with_a_local_model_folder(tmp_path: Path) -> None:
     assert "tier: vlm" in result.stderr and "level none fits" in result.stderr and "available RAM" in result.stderr
     pages = json.loads((tmp_path / "out" / "s" / "vlm" / "s_pages.json").read_text())
     assert [(p["ok"], p["level"], p["batch_size"]) for p in pages] == [(True, "none", 2)] * 3
+    assert "warning:" not in result.stderr
+    # A short context is accepted, and parse says what it gives up, as `plan` and `serve` do.
+    short = run("parse", "s.pdf", "--model", str(model), "--max-new-tokens", "8", "--dpi", "72", "--pages", "1",
+                "--max-model-len", "400", "-o", "short", cwd=tmp_path, MINERU_DEVICE_MODE="cpu")
+    assert short.returncode == 0, short.stderr
+    # 400 is below the tiny model's whole-layout context (544; 1657 for MinerU2.5).
+    assert "warning: context 400 shrinks MinerU's layout page to" in short.stderr
     not_a_model = run("parse", "s.pdf", "--model", "s.pdf", cwd=tmp_path)
     assert not_a_model.returncode == 2 and "not a model folder" in not_a_model.stderr
 

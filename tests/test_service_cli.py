@@ -40,6 +40,12 @@ def test_ui_dry_run_and_an_outside_address_without_a_token_warns() -> None:
     assert "t0ken" not in with_token.stdout
 
 
+def test_a_short_context_service_warns_what_it_gives_up_as_serve_does() -> None:
+    result = mineru_fit("start", "api", "--dry-run", "--engine", "sglang", "--vram", "8", "--max-model-len", "1024")
+    assert result.returncode == 0, result.stderr
+    assert "# warning: context 1024 shrinks MinerU's layout page to 756×756 px" in result.stdout
+
+
 def test_level_flash_runs_without_an_engine() -> None:
     result = mineru_fit("start", "api", "--dry-run", "--level", "flash")
     assert result.returncode == 0 and "# engine: none — --level flash" in result.stdout

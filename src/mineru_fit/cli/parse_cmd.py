@@ -130,6 +130,9 @@ def parse_command(
     choice = choose_tier(tier, server_url=server, model_dir=model_dir, model_name=model_id,
                          plan_level=report.chosen_level if report else None, plan_reason=report.reason if report else "")
     console.print(f"[bold]tier:[/] [bold green]{choice.tier}[/] — {escape(choice.reason)}", soft_wrap=True, highlight=False)
+    if choice.tier == "vlm" and report is not None:
+        for warning in report.plan.warnings:  # what the plan gives up (a short context), as `plan` says it
+            console.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True, highlight=False)
     setup = None
     if choice.tier == "vlm":
         setup = VlmSetup(

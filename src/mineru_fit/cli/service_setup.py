@@ -6,7 +6,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional
 
-from mineru_fit.cli.serve_run import ServeArgs, level_runs, plan_serve
+from mineru_fit.cli.serve_run import ServeArgs, level_runs, plan_serve, warning_lines
 from mineru_fit.errors import UsageError
 from mineru_fit.planner import PlanReport
 from mineru_fit.planner.constants import DEFAULT_CONCURRENCY
@@ -131,6 +131,7 @@ def setup_service(args: ServiceArgs, settings: Settings) -> ServiceSetup:
     if engine.plan is not None:
         lines.append(f"# predicted peak {human(engine.plan.predicted_peak_bytes)} of a {human(engine.plan.budget_bytes)} "
                      f"budget ({engine.plan.device.budget_reason})")
+        lines += warning_lines(engine.plan)  # what the plan gives up (a short context), as `serve` says it
     lines += notes
     if engine.runs:
         lines.append("# engine command: " + engine.runs[0].command.shell_line())
