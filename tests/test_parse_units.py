@@ -167,3 +167,29 @@ def test_throttle_never_admits_more_than_its_limit_and_can_grow() -> None:
         return await peak_with(throttle, 2), await peak_with(throttle, 4)
 
     assert asyncio.run(scenario()) == (2, 4)
+
+
+@pytest.mark.parametrize("server_len, side", [(1024, 756), (8192, None)])
+def test_a_server_with_a_short_context_gets_a_layout_page_that_fits_it(monkeypatch, server_len, side) -> None:
+    """A vLLM/SGLang server we did not start may not cap pixels: MinerU's 1036×1036 layout page
+    (1369 image tokens) would overflow a 1024-token context on every page."""
+    pytest.importorskip("mineru_vl_utils")
+    import asyncio
+
+    import httpx
+
+    from mineru_fit.parsing.vlm.backends import ServerBackend
+
+    answer = {"data": [{"id": "mineru25", "object": "model", "max_model_len": server_len}]}
+    monkeypatch.setattr(httpx, "get", lambda url, **_: httpx.Response(200, json=answer))
+    backend = ServerBackend("http://127.0.0.1:9/v1")
+    asyncio.run(backend.start())
+    import io
+
+    from PIL import Image
+
+    sent = backend.mineru.helper.prepare_for_layout(Image.new("RGB", (1240, 1754), "white"))
+    assert Image.open(io.BytesIO(sent)).size == ((side, side) if side else (1036, 1036))
+    said = [n for n in backend.notes if "layout page" in n]
+    assert said == ([f"context 1024 shrinks MinerU's layout page to 756×756 px (from 1036×1036) and caps every "
+                     f"answer at {backend.cap} tokens: a longer table or text block is cut off"] if side else [])

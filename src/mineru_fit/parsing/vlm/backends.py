@@ -218,30 +218,38 @@ class ServerBackend:
         length = next((m.get("max_model_len") for m in models if m.get("id") == chosen), None)
         return chosen, int(length) if isinstance(length, int) else None
 
-    def _limits(self, server_len: Optional[int]) -> tuple[Optional[int], Optional[int]]:
-        """The output cap and crop pixel cap the server's context affords (split as the planner does)."""
+    def _limits(self, server_len: Optional[int]) -> tuple[Optional[int], Optional[int], Optional[int]]:
+        """The output cap, crop pixel cap and layout side the server's context affords (split as the
+        planner does); the side is None when MinerU's 1036×1036 layout page fits whole."""
         length = server_len or self.max_model_len
         if length is None:
             self.notes.append("the server does not report its context: outputs are not clamped "
                               "(pass --max-model-len to clamp them)")
-            return self.user_cap, None
+            return self.user_cap, None, None
         from mineru_fit.models import default_spec
         from mineru_fit.planner.workload import split_context
 
         try:
             split = split_context(self.spec or default_spec(), length)
         except Exception:  # a context too short for MinerU's plan: the server will say what it accepts
-            return self.user_cap, None
-        return min(split.max_new_tokens, self.user_cap or split.max_new_tokens), split.max_image_pixels
+            return self.user_cap, None, None
+        side = None
+        if split.layout_shrunk:
+            # A server we did not start (vLLM/SGLang with a short --max-model-len) may not cap image
+            # pixels itself: a whole layout page would overflow its context on every page.
+            side = split.layout_side_px
+            self.notes.append(split.degradation() or "")
+        return min(split.max_new_tokens, self.user_cap or split.max_new_tokens), split.max_image_pixels, side
 
     async def start(self) -> None:
         mineru_vl_utils = _mineru()
         self.model_name, server_len = await asyncio.to_thread(self._models)
-        self.cap, pixels = self._limits(server_len)
+        self.cap, pixels, side = self._limits(server_len)
+        layout = {"layout_image_size": (side, side)} if side else {}
         self.mineru = await asyncio.to_thread(
             mineru_vl_utils.MinerUClient, backend="http-client", server_url=self.url, model_name=self.model_name,
             skip_model_name_checking=True, sampling_params=clamped_sampling(self.cap), use_tqdm=False,
-            max_concurrency=self.concurrency * 2, max_retries=2, retry_backoff_factor=0.5,
+            max_concurrency=self.concurrency * 2, max_retries=2, retry_backoff_factor=0.5, **layout,
         )
         if pixels is not None:
             cap_crop_pixels(self.mineru, pixels)
