@@ -95,6 +95,8 @@ def load_model(options: BuiltinOptions) -> LoadedModel:
     model = Qwen2VLForConditionalGeneration.from_pretrained(model_dir, **kwargs)
     if quant is None:
         model.to(device)
+    elif device.type == "cpu":
+        _keep_unpackable_4bit_layers_unpacked(model)
     model.eval()
 
     processor, tokenizer, min_pixels, max_pixels = build_processor(model_dir, options.max_image_pixels)
@@ -105,6 +107,19 @@ def load_model(options: BuiltinOptions) -> LoadedModel:
     logger.info("loaded %s on %s as %s: %.1f MiB of weights", served, device, options.dtype, weights / 2**20)
     return LoadedModel(model, processor, tokenizer, device, dtype, served, model_dir, weights,
                        min_pixels, max_pixels, pad, eos)
+
+
+def _keep_unpackable_4bit_layers_unpacked(model: Any) -> None:
+    """bitsandbytes 0.50 repacks a 4-bit layer's weight for AVX512-BF16 CPUs on its first forward,
+    reshaping its scales to in_features // blocksize columns: a layer narrower than one block (64)
+    gets 0 and the forward raises. Such layers keep bitsandbytes' portable path (same numbers);
+    MinerU2.5's widths are all multiples of 64, so this only spares small models and CPUs."""
+    for module in model.modules():
+        state = getattr(getattr(module, "weight", None), "quant_state", None)
+        blocksize = getattr(state, "blocksize", None)
+        if blocksize and getattr(module, "in_features", blocksize) % blocksize:
+            if getattr(module, "support_avx512bf16_for_cpu", False):
+                module.support_avx512bf16_for_cpu = False
 
 
 def _quantization_config(options: BuiltinOptions, dtype: Any) -> Optional[Any]:
