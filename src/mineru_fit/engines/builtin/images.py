@@ -13,16 +13,15 @@ from PIL import Image
 from mineru_fit.engines.builtin.limits import RequestRefused
 
 _DATA_URL = re.compile(r"^data:(?P<mime>[\w/+.-]*)?(?P<params>(;[\w=.-]+)*?)(;base64)?,(?P<data>.*)$", re.DOTALL)
-# Refuse encoded payloads beyond this before decoding anything (a 64 MiB base64 string).
-MAX_ENCODED_CHARS = 64 * 1024 * 1024
 # PIL's own guard raises at open() for large images, before we can say how large; this module
 # checks every image's size itself (max_input_pixels) before any pixel is decoded.
 Image.MAX_IMAGE_PIXELS = None
 REMOTE_TIMEOUT_S = 10.0
 
 
-def decode_image(url: str, *, max_input_pixels: int, allow_remote: bool) -> Image.Image:
-    """An RGB image from a data: URL (or http(s) when allowed); 4xx RequestRefused otherwise."""
+def decode_image(url: str, *, max_input_pixels: int, allow_remote: bool, max_encoded_bytes: int) -> Image.Image:
+    """An RGB image from a data: URL (or http(s) when allowed); 4xx RequestRefused otherwise. Its size is
+    read from the header and refused past `max_input_pixels` before any pixel is decoded."""
     if url.startswith(("http://", "https://")):
         if not allow_remote:
             raise RequestRefused(
@@ -31,15 +30,15 @@ def decode_image(url: str, *, max_input_pixels: int, allow_remote: bool) -> Imag
                 "(base64), or start the server with --allow-remote-images",
                 param="messages",
             )
-        raw = _fetch(url)
+        raw = _fetch(url, max_encoded_bytes)
     else:
-        raw = _data_url_bytes(url)
+        raw = _data_url_bytes(url, max_encoded_bytes)
     return _open(raw, max_input_pixels)
 
 
-def _data_url_bytes(url: str) -> bytes:
-    if len(url) > MAX_ENCODED_CHARS:
-        raise RequestRefused(413, f"the image is over {MAX_ENCODED_CHARS // 2**20} MiB of base64 — send a smaller one",
+def _data_url_bytes(url: str, max_encoded_bytes: int) -> bytes:
+    if len(url) > max_encoded_bytes:
+        raise RequestRefused(413, f"the image is over {max_encoded_bytes / 2**20:.1f} MiB of base64 — send a smaller one",
                              kind="RequestTooLarge", param="messages")
     match = _DATA_URL.match(url)
     if not match:
@@ -50,7 +49,7 @@ def _data_url_bytes(url: str) -> bytes:
         raise RequestRefused(400, f"the image's base64 data is corrupt ({exc}) — re-encode it", param="messages") from exc
 
 
-def _fetch(url: str) -> bytes:
+def _fetch(url: str, max_bytes: int) -> bytes:
     import httpx
 
     try:
@@ -59,7 +58,7 @@ def _fetch(url: str) -> bytes:
             chunks, size = [], 0
             for chunk in response.iter_bytes():
                 size += len(chunk)
-                if size > MAX_ENCODED_CHARS:
+                if size > max_bytes:
                     raise RequestRefused(413, "the remote image is too large", kind="RequestTooLarge")
                 chunks.append(chunk)
     except httpx.HTTPError as exc:

@@ -1,9 +1,60 @@
-"""How many tokens a request may generate: the plan's rules, pure."""
+"""What one request may ask of the built-in engine: the plan's rules, pure.
+
+Every number a client can push past the plan is checked here, before the engine spends memory
+on it: a refusal is a 4xx with one line that says what to change. Each limit says why it
+follows from the plan (or, for sampling values, from the rule vLLM applies to the same field).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Optional
+
+from mineru_fit.planner.constants import IMAGES_PER_REQUEST
+
+# --- sampling values (vLLM's rules, so a client written for vLLM behaves the same) -----------
+# `seed` is a C long in vLLM (torch.iinfo(torch.long)); torch.manual_seed overflows past it.
+SEED_MIN, SEED_MAX = -(2**63), 2**63 - 1
+# repetition_penalty divides positive logits and multiplies negative ones. vLLM asks only for a
+# finite value > 0, but 1e-300 is 0.0 in float32 and turns the logits into inf (sampling then
+# fails). Within [1/100, 100] a logit under 655 in magnitude stays finite even in float16.
+REPETITION_PENALTY_MIN, REPETITION_PENALTY_MAX = 0.01, 100.0
+# top_k: -1 and 0 disable it (vLLM); above the vocabulary it keeps every token. Capped at int32
+# so that it is a valid tensor index in any kernel.
+TOP_K_MIN, TOP_K_MAX = -1, 2**31 - 1
+
+# --- the request's shape -------------------------------------------------------------------
+# MinerU's and the openai client's bodies nest 5 levels; Python's JSON parser recurses once per
+# level, and past ~1000 levels it fails (a 500 that took the connection down).
+MAX_JSON_DEPTH = 64
+# OpenAI's API takes up to 4 stop sequences. transformers' stop-string matcher builds a table of
+# vocabulary × (stops × (stop length + longest token) + 1) int32 and caches 8 of them for the
+# process's life: with Qwen2's 151,646 tokens a 64-character stop costs ~50 MB, a 400 KB one
+# ~240 GB. 32 characters keep the 8 cached tables under ~0.6 GB for any mix of stops.
+MAX_STOP_STRINGS = 4
+MAX_STOP_CHARS = 32
+# No token of a byte-level BPE vocabulary spans more than a few dozen characters of ordinary
+# text, so a prompt of more than this many characters per context token cannot fit the context:
+# it is refused before the tokenizer spends memory and time on it.
+MAX_PROMPT_CHARS_PER_TOKEN = 16
+# Every chat turn costs at least its template's markers (<|im_start|>role ... <|im_end|>).
+MIN_TOKENS_PER_MESSAGE = 4
+# An input image is shrunk to the plan's max_image_pixels before the model sees it. Decoding
+# costs its full size first (3-8 bytes per pixel), which the plan does not count; a client may
+# send up to 5× the planned side (25× the pixels: a 200 DPI page for a 1.6 MP cap), not more.
+MAX_INPUT_DOWNSCALE = 5
+# A compressed image is at most its raw size: 16-bit RGBA is 8 bytes a pixel; base64 adds 4/3.
+MAX_ENCODED_BYTES_PER_PIXEL = 8
+# ... and never more than this much base64 (a 40 MP page is 5-30 MB as PNG or JPEG).
+MAX_ENCODED_IMAGE_BYTES = 64 * 1024 * 1024
+# JSON framing, roles, sampling fields: what a body holds besides its text and images.
+BODY_OVERHEAD_BYTES = 64 * 1024
+# Images decoded at once (each at most max_input_pixels): decoding runs in threads, and without
+# a bound 40 requests decoding at once would each hold a full-size image.
+DECODE_SLOTS = 2
+# Requests holding a body, decoded images or encoded tensors at once, per request in a batch:
+# one batch running and one being prepared. The rest wait before their body is read.
+ADMITTED_PER_BATCH_SLOT = 2
 
 
 class RequestRefused(Exception):
@@ -15,6 +66,40 @@ class RequestRefused(Exception):
         self.message = message
         self.kind = kind
         self.param = param
+
+
+@dataclass(frozen=True)
+class RequestLimits:
+    """Per-request limits derived from the plan's numbers (max_model_len, max_image_pixels, batch)."""
+
+    max_images: int
+    max_input_pixels: int       # per image, from its header, before any pixel is decoded
+    max_prompt_chars: int       # all text parts together, before tokenizing
+    max_messages: int
+    max_encoded_image_bytes: int
+    max_body_bytes: int
+    max_admitted: int           # requests past the door at once (the rest wait unread)
+    max_ngram_size: int
+
+    @classmethod
+    def from_plan(cls, *, max_model_len: int, max_image_pixels: int, max_batch_size: int,
+                  max_input_pixels: Optional[int] = None) -> "RequestLimits":
+        """`max_input_pixels` overrides the derived cap on a decoded image (--max-input-pixels)."""
+        input_pixels = max_input_pixels or max_image_pixels * MAX_INPUT_DOWNSCALE**2
+        encoded = min(MAX_ENCODED_IMAGE_BYTES, input_pixels * MAX_ENCODED_BYTES_PER_PIXEL * 4 // 3)
+        prompt_chars = max_model_len * MAX_PROMPT_CHARS_PER_TOKEN
+        # JSON escapes a character in at most 6 bytes (\uXXXX).
+        body = IMAGES_PER_REQUEST * encoded + 6 * (prompt_chars + MAX_STOP_STRINGS * MAX_STOP_CHARS) + BODY_OVERHEAD_BYTES
+        return cls(
+            max_images=IMAGES_PER_REQUEST,
+            max_input_pixels=input_pixels,
+            max_prompt_chars=prompt_chars,
+            max_messages=max(1, max_model_len // MIN_TOKENS_PER_MESSAGE),
+            max_encoded_image_bytes=encoded,
+            max_body_bytes=body,
+            max_admitted=max(1, max_batch_size) * ADMITTED_PER_BATCH_SLOT,
+            max_ngram_size=max_model_len,
+        )
 
 
 @dataclass(frozen=True)

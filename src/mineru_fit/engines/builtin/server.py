@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import json
 import logging
@@ -20,11 +21,11 @@ from starlette.concurrency import run_in_threadpool
 
 from mineru_fit.engines.builtin.batcher import Batcher
 from mineru_fit.engines.builtin.images import decode_image, fit_pixels
-from mineru_fit.engines.builtin.jobs import Job, SamplingKey
-from mineru_fit.engines.builtin.limits import RequestRefused, TokenBudget
+from mineru_fit.engines.builtin.jobs import CANCELLED_STATUS, Job, Outcome, SamplingKey
+from mineru_fit.engines.builtin.limits import DECODE_SLOTS, MAX_JSON_DEPTH, RequestLimits, RequestRefused, TokenBudget
 from mineru_fit.engines.builtin.metrics import EngineMetrics
 from mineru_fit.engines.builtin.options import BuiltinOptions
-from mineru_fit.engines.builtin.protocol import ChatRequest, completion_body, error_body
+from mineru_fit.engines.builtin.protocol import ChatRequest, completion_body, error_body, json_depth
 
 logger = logging.getLogger(__name__)
 
@@ -119,6 +120,12 @@ def create_app(state: EngineState, *, on_ready: Any = None) -> FastAPI:
             await state.batcher.stop()
 
     app = FastAPI(title="mineru-fit built-in engine", version="1", lifespan=lifespan)
+    options = state.options
+    limits = RequestLimits.from_plan(max_model_len=options.max_model_len, max_image_pixels=options.max_image_pixels,
+                                     max_batch_size=options.max_batch_size, max_input_pixels=options.max_input_pixels)
+    # Requests past the door at once: each may hold a body, decoded images and encoded tensors.
+    admission = asyncio.Semaphore(limits.max_admitted)
+    decoding = asyncio.Semaphore(DECODE_SLOTS)
 
     def refuse(exc: RequestRefused) -> JSONResponse:
         state.metrics.answered(exc.status)
@@ -143,13 +150,35 @@ def create_app(state: EngineState, *, on_ready: Any = None) -> FastAPI:
 
     @app.post("/v1/chat/completions", openapi_extra={"requestBody": {"content": {"application/json": {
         "schema": ChatRequest.model_json_schema()}}, "required": True}})
-    async def chat(request: Request) -> JSONResponse:
+    async def chat(request: Request) -> Response:
         try:
-            chat_request = _parse(await request.body())
-            job = await _prepare(state, chat_request)
+            _check_declared_size(request, limits)
         except RequestRefused as exc:
             return refuse(exc)
-        outcome = await state.batcher.submit(job)
+        await admission.acquire()
+        submitted: Optional[asyncio.Future[Outcome]] = None
+        try:
+            try:
+                chat_request = _parse(await _read_body(request, limits))
+                job = await _prepare(state, chat_request, limits, decoding)
+            except RequestRefused as exc:
+                return refuse(exc)
+            submitted = asyncio.ensure_future(state.batcher.submit(job))
+            if not await _answered_before_client_left(request, submitted):
+                # Nobody reads this answer: the batcher drops the job at its next step.
+                job.cancelled = True
+                state.metrics.answered(CANCELLED_STATUS)
+                logger.info("client gone: request cancelled")
+                return Response(status_code=CANCELLED_STATUS)
+            outcome = submitted.result()
+        finally:
+            if submitted is None or submitted.done():
+                admission.release()
+            else:  # the job still holds its memory until the batcher lets it go
+                submitted.add_done_callback(lambda done: (admission.release(), _retrieve(done)))
+        if outcome.error_status == CANCELLED_STATUS:
+            state.metrics.answered(CANCELLED_STATUS)
+            return Response(status_code=CANCELLED_STATUS)
         if not outcome.ok:
             status = outcome.error_status or 500
             state.metrics.answered(status)
@@ -162,9 +191,60 @@ def create_app(state: EngineState, *, on_ready: Any = None) -> FastAPI:
     return app
 
 
-def _parse(body: bytes) -> ChatRequest:
+def _retrieve(future: "asyncio.Future[Any]") -> None:
+    if not future.cancelled():
+        future.exception()  # an answer nobody reads must not be logged as 'never retrieved'
+
+
+async def _answered_before_client_left(request: Request, answer: "asyncio.Future[Any]") -> bool:
+    """Wait for `answer`; False as soon as the client disconnects first."""
+    async def client_gone() -> None:
+        # Once the body is read, the next ASGI message a request gets is its disconnect.
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    watcher = asyncio.ensure_future(client_gone())
     try:
-        data = json.loads(body)
+        await asyncio.wait({answer, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    return answer.done()
+
+
+def _check_declared_size(request: Request, limits: RequestLimits) -> None:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limits.max_body_bytes:
+        raise RequestRefused(413, _too_large(int(declared), limits), kind="RequestTooLarge")
+
+
+async def _read_body(request: Request, limits: RequestLimits) -> bytes:
+    """The body, refused with 413 as soon as it passes the largest request the plan serves."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limits.max_body_bytes:
+            raise RequestRefused(413, _too_large(size, limits), kind="RequestTooLarge")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(size: int, limits: RequestLimits) -> str:
+    return (f"the request body is over {size / 2**20:.1f} MiB; this server takes at most "
+            f"{limits.max_body_bytes / 2**20:.1f} MiB (one image of at most {limits.max_input_pixels / 1e6:.1f} MP "
+            f"and {limits.max_prompt_chars} characters of text) — send a smaller image or less text")
+
+
+def _not_a_number(name: str) -> float:
+    raise RequestRefused(400, f"{name} is not a JSON number — send a finite number")
+
+
+def _parse(body: bytes) -> ChatRequest:
+    # Python's parser recurses once per level: refuse deep nesting before it sees the body.
+    if json_depth(body) > MAX_JSON_DEPTH:
+        raise RequestRefused(400, f"the JSON body nests deeper than {MAX_JSON_DEPTH} levels — send a flatter body")
+    try:
+        data = json.loads(body, parse_constant=_not_a_number)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise RequestRefused(400, f"the request body is not valid JSON ({exc})") from exc
     if not isinstance(data, dict):
@@ -174,11 +254,30 @@ def _parse(body: bytes) -> ChatRequest:
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err.get("loc", ()))
-        raise RequestRefused(400, f"{where}: {err.get('msg')}", param=where or None) from exc
+        message = str(err.get("msg", "")).removeprefix("Value error, ")
+        raise RequestRefused(400, f"{where}: {message}", param=where or None) from exc
 
 
-async def _prepare(state: EngineState, req: ChatRequest) -> Job:
-    """Check the request against this server, decode its images and encode it once."""
+def _check_shape(req: ChatRequest, text_chars: int, images: int, limits: RequestLimits, context: int) -> None:
+    """Refuse what the plan cannot hold, before decoding or tokenizing anything."""
+    if images > limits.max_images:
+        raise RequestRefused(400, f"the request has {images} images; this server's plan holds {limits.max_images} "
+                                  "image per request — send each image in its own request", param="messages")
+    if len(req.messages) > limits.max_messages:
+        raise RequestRefused(400, f"{len(req.messages)} messages cannot fit this server's context of {context} tokens "
+                                  f"(at most {limits.max_messages}) — send fewer messages", param="messages")
+    if text_chars > limits.max_prompt_chars:
+        raise RequestRefused(400, f"the messages hold {text_chars} characters of text; this server's context of "
+                                  f"{context} tokens holds at most {limits.max_prompt_chars} — send less text",
+                             param="messages")
+    if req.ngram_size > limits.max_ngram_size:
+        raise RequestRefused(400, f"no_repeat_ngram_size {req.ngram_size} is longer than this server's context of "
+                                  f"{context} tokens — use a smaller one", param="no_repeat_ngram_size")
+
+
+async def _prepare(state: EngineState, req: ChatRequest, limits: RequestLimits,
+                   decoding: asyncio.Semaphore) -> Job:
+    """Check the request against this server and its plan, decode its images and encode it once."""
     options = state.options
     if req.model and req.model != state.served_name:
         raise RequestRefused(404, f"The model `{req.model}` does not exist — this server serves `{state.served_name}`",
@@ -190,6 +289,7 @@ async def _prepare(state: EngineState, req: ChatRequest) -> Job:
         raise RequestRefused(400, "n must be 1 on the built-in engine", param="n")
     messages: list[dict[str, Any]] = []
     urls: list[str] = []
+    texts: list[str] = []
     for message in req.messages:
         if isinstance(message.content, list):
             parts: list[dict[str, Any]] = []
@@ -200,22 +300,28 @@ async def _prepare(state: EngineState, req: ChatRequest) -> Job:
                     urls.append(part.url)
                     parts.append({"type": "image"})
                 else:
+                    texts.append(part.text or "")
                     parts.append({"type": "text", "text": part.text or ""})
             messages.append({"role": message.role, "content": parts})
         else:
+            texts.append(message.content or "")
             messages.append({"role": message.role, "content": message.content or ""})
-    text = " ".join(p.get("text", "") for m in messages for p in (m["content"] if isinstance(m["content"], list) else [{"text": m["content"]}]))
-    if not urls and any(prompt in text for prompt in IMAGE_PROMPTS):
+    _check_shape(req, sum(len(t) for t in texts), len(urls), limits, options.max_model_len)
+    if not urls and any(prompt in text for text in texts for prompt in IMAGE_PROMPTS):
         raise RequestRefused(400, "this MinerU prompt needs an image — add an image_url part (a data: URL)",
                              param="messages")
     generator = state.generator
 
     def decode_all() -> list[Any]:
-        images = [decode_image(u, max_input_pixels=options.max_input_pixels, allow_remote=options.allow_remote_images)
+        images = [decode_image(u, max_input_pixels=limits.max_input_pixels, allow_remote=options.allow_remote_images,
+                               max_encoded_bytes=limits.max_encoded_image_bytes)
                   for u in urls]
         return [fit_pixels(im, generator.m.max_pixels) for im in images]
 
-    images = await run_in_threadpool(decode_all)
+    images: list[Any] = []
+    if urls:
+        async with decoding:  # each decode holds a full-size image until it is shrunk
+            images = await run_in_threadpool(decode_all)
     key = SamplingKey.from_request(
         temperature=req.temperature, top_p=req.top_p, top_k=req.top_k, repetition_penalty=req.repetition_penalty,
         presence_penalty=req.presence_penalty, frequency_penalty=req.frequency_penalty, ngram_size=req.ngram_size,
