@@ -27,3 +27,30 @@ def test_max_tokens_beyond_the_context_is_refused() -> None:
 def test_prompt_longer_than_the_context_is_refused() -> None:
     with pytest.raises(RequestRefused, match="send a smaller image"):
         TokenBudget(2048, 647).new_tokens_for(prompt_tokens=2048, requested=None)
+
+
+def test_per_request_limits_follow_from_the_plan() -> None:
+    from mineru_fit.engines.builtin.limits import MAX_INPUT_DOWNSCALE, RequestLimits
+
+    small = RequestLimits.from_plan(max_model_len=2048, max_image_pixels=700_000, max_batch_size=4)
+    large = RequestLimits.from_plan(max_model_len=8192, max_image_pixels=1_605_632, max_batch_size=8)
+    assert small.max_images == large.max_images == 1  # the plan sizes every batch for one image per request
+    assert large.max_input_pixels == 1_605_632 * MAX_INPUT_DOWNSCALE**2 > 16000 * 2339  # a 200 DPI page fits
+    assert small.max_input_pixels < 16000 * 16000
+    assert large.max_prompt_chars > small.max_prompt_chars >= 2048
+    assert small.max_body_bytes < large.max_body_bytes < 128 * 2**20
+    assert (small.max_admitted, large.max_admitted) == (8, 16)
+    pinned = RequestLimits.from_plan(max_model_len=2048, max_image_pixels=700_000, max_batch_size=4,
+                                     max_input_pixels=50_000_000)
+    assert pinned.max_input_pixels == 50_000_000
+
+
+@pytest.mark.parametrize("body, depth", [
+    (b"{}", 1), (b"1", 0), (b'{"a": [[1, {"b": 2}]]}', 4),
+    (b'{"a": "[[[[\\"[[{{", "b": [1]}', 2),  # brackets (and an escaped quote) inside a string do not count
+    (b"[" * 100_000 + b"]" * 100_000, 100_000),
+])
+def test_json_depth_counts_only_real_nesting(body: bytes, depth: int) -> None:
+    from mineru_fit.engines.builtin.protocol import json_depth
+
+    assert json_depth(body) == depth

@@ -182,7 +182,7 @@ def test_hostile_requests_leave_the_engine_peak_memory_where_it_was(model_dir: P
         before = _peak_rss_bytes(proc.pid)
         huge = png_url(16000, 16000)
         hostile = [hello(stop=["x" * 400_000]), chat(huge, huge), chat(*[png_url(64, 64)] * 50),
-                   hello(messages=[{"role": "user", "content": "word " * 200_000}])] + [chat(huge, huge)] * 4
+                   hello(messages=[{"role": "user", "content": "word " * 200_000}])] + [chat(huge, huge), chat(huge)] * 4
         with ThreadPoolExecutor(len(hostile)) as pool:
             statuses = list(pool.map(lambda body: httpx.post(url, json=body, timeout=300).status_code, hostile))
         growth = _peak_rss_bytes(proc.pid) - before

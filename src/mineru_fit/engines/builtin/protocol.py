@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from itertools import accumulate
 from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -112,14 +111,19 @@ class ChatRequest(BaseModel):
 # A JSON string with its escapes (so an escaped quote or bracket inside it is skipped whole).
 _JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _NOT_A_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
-_DEPTH_STEP = tuple(1 if b in b"[{" else -1 for b in range(256))
+_OPENING = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")
 
 
 def json_depth(body: bytes) -> int:
     """How deep a JSON text nests arrays and objects, brackets inside strings not counted; linear
-    in the body and run at C speed, so it can be asked before a recursive parser sees the body."""
-    brackets = _JSON_STRING.sub(b"", body).translate(None, _NOT_A_BRACKET)
-    return max(accumulate(map(_DEPTH_STEP.__getitem__, brackets)), default=0)
+    in the body and all at C speed (a body of brackets must not hold the event loop), so it can be
+    asked before a recursive parser sees the body."""
+    import numpy as np  # the engine's dependency (torch's); numpy sums 10 M brackets in milliseconds
+
+    brackets = _JSON_STRING.sub(b"", body).translate(None, _NOT_A_BRACKET).translate(_OPENING)
+    if not brackets:
+        return 0
+    return int(np.cumsum(np.frombuffer(brackets, dtype=np.int8), dtype=np.int32).max())  # bodies are < 2 GiB
 
 
 def error_body(message: str, kind: str, code: int, param: Optional[str] = None) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
 from mineru_fit.engines.builtin.batcher import Batcher
 from mineru_fit.engines.builtin.images import decode_image, fit_pixels
@@ -127,6 +128,12 @@ def create_app(state: EngineState, *, on_ready: Any = None) -> FastAPI:
     admission = asyncio.Semaphore(limits.max_admitted)
     decoding = asyncio.Semaphore(DECODE_SLOTS)
 
+    def cancelled() -> Response:
+        # Nobody reads this answer; metrics and logs still say what became of the request.
+        state.metrics.answered(CANCELLED_STATUS)
+        logger.info("client gone: request cancelled")
+        return Response(status_code=CANCELLED_STATUS)
+
     def refuse(exc: RequestRefused) -> JSONResponse:
         state.metrics.answered(exc.status)
         return JSONResponse(error_body(exc.message, exc.kind, exc.status, exc.param), status_code=exc.status)
@@ -152,24 +159,27 @@ def create_app(state: EngineState, *, on_ready: Any = None) -> FastAPI:
         "schema": ChatRequest.model_json_schema()}}, "required": True}})
     async def chat(request: Request) -> Response:
         try:
-            _check_declared_size(request, limits)
+            body = await _read_body(request, limits)
         except RequestRefused as exc:
             return refuse(exc)
+        except ClientDisconnect:
+            return cancelled()
+        # Past here a request holds decoded images and encoded tensors: only so many at once. A body
+        # still arriving holds no slot, so a slow client cannot keep others out.
         await admission.acquire()
         submitted: Optional[asyncio.Future[Outcome]] = None
         try:
+            if await request.is_disconnected():
+                return cancelled()
             try:
-                chat_request = _parse(await _read_body(request, limits))
-                job = await _prepare(state, chat_request, limits, decoding)
+                job = await _prepare(state, _parse(body), limits, decoding)
             except RequestRefused as exc:
                 return refuse(exc)
+            del body
             submitted = asyncio.ensure_future(state.batcher.submit(job))
             if not await _answered_before_client_left(request, submitted):
-                # Nobody reads this answer: the batcher drops the job at its next step.
-                job.cancelled = True
-                state.metrics.answered(CANCELLED_STATUS)
-                logger.info("client gone: request cancelled")
-                return Response(status_code=CANCELLED_STATUS)
+                job.cancelled = True  # the batcher drops it at its next step
+                return cancelled()
             outcome = submitted.result()
         finally:
             if submitted is None or submitted.done():
@@ -177,8 +187,7 @@ def create_app(state: EngineState, *, on_ready: Any = None) -> FastAPI:
             else:  # the job still holds its memory until the batcher lets it go
                 submitted.add_done_callback(lambda done: (admission.release(), _retrieve(done)))
         if outcome.error_status == CANCELLED_STATUS:
-            state.metrics.answered(CANCELLED_STATUS)
-            return Response(status_code=CANCELLED_STATUS)
+            return cancelled()
         if not outcome.ok:
             status = outcome.error_status or 500
             state.metrics.answered(status)
@@ -211,14 +220,12 @@ async def _answered_before_client_left(request: Request, answer: "asyncio.Future
     return answer.done()
 
 
-def _check_declared_size(request: Request, limits: RequestLimits) -> None:
+async def _read_body(request: Request, limits: RequestLimits) -> bytes:
+    """The body, refused with 413 as soon as it passes the largest request the plan serves (from
+    Content-Length before reading any of it)."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limits.max_body_bytes:
         raise RequestRefused(413, _too_large(int(declared), limits), kind="RequestTooLarge")
-
-
-async def _read_body(request: Request, limits: RequestLimits) -> bytes:
-    """The body, refused with 413 as soon as it passes the largest request the plan serves."""
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
