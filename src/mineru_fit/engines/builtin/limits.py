@@ -27,10 +27,11 @@ TOP_K_MIN, TOP_K_MAX = -1, 2**31 - 1
 # MinerU's and the openai client's bodies nest 5 levels; Python's JSON parser recurses once per
 # level, and past ~1000 levels it fails (a 500 that took the connection down).
 MAX_JSON_DEPTH = 64
-# OpenAI's API takes up to 4 stop sequences. transformers' stop-string matcher builds a table of
-# vocabulary × (stops × (stop length + longest token) + 1) int32 and caches 8 of them for the
-# process's life: with Qwen2's 151,646 tokens a 64-character stop costs ~50 MB, a 400 KB one
-# ~240 GB. 32 characters keep the 8 cached tables under ~0.6 GB for any mix of stops.
+# OpenAI's API takes up to 4 stop sequences (MinerU sends none). transformers' stop-string matcher
+# builds a table of vocabulary × (stops × (positions + end overlaps) + 1) int32 — both counts up to
+# a stop's length, so at most vocabulary × (2 × characters + stops + 1) — and keeps the last 8 for
+# the life of the process. A 400 KB stop cost ~0.8 GB with the tiny test vocabulary and would cost
+# ~0.5 TB with Qwen2's 151,646 tokens; 32 characters in all keep one table under ~42 MB there.
 MAX_STOP_STRINGS = 4
 MAX_STOP_CHARS = 32
 # No token of a byte-level BPE vocabulary spans more than a few dozen characters of ordinary

@@ -70,10 +70,10 @@ class ChatRequest(BaseModel):
         stops = [stop] if isinstance(stop, str) else stop or []
         if len(stops) > L.MAX_STOP_STRINGS:
             raise ValueError(f"{len(stops)} stop strings; this server takes at most {L.MAX_STOP_STRINGS} — send fewer")
-        longest = max((len(s) for s in stops), default=0)
-        if longest > L.MAX_STOP_CHARS:
-            raise ValueError(f"a stop string of {longest} characters; this server takes at most "
-                             f"{L.MAX_STOP_CHARS} per string — send a shorter one")
+        chars = sum(len(s) for s in stops)
+        if chars > L.MAX_STOP_CHARS:
+            raise ValueError(f"the stop strings hold {chars} characters; this server takes at most "
+                             f"{L.MAX_STOP_CHARS} in all — send shorter ones")
         return stop
 
     @field_validator("vllm_xargs")
