@@ -111,6 +111,8 @@ RAW = {
     "one 16000x16000 PNG": (json.dumps(chat(png_url(16000, 16000))), "16000×16000"),
     "three small images": (json.dumps(chat(png_url(64, 64), png_url(64, 64), png_url(64, 64))), "image"),
     "image_url that is not a data URL": (json.dumps(chat("file:///etc/passwd")), "data: URL"),
+    "6 MB of base64 that is not an image": (
+        json.dumps(chat("data:image/png;base64," + base64.b64encode(b"\0" * 4_500_000).decode())), "not an image"),
 }
 
 

@@ -30,6 +30,8 @@ from mineru_fit.engines.builtin.protocol import ChatRequest, completion_body, er
 
 logger = logging.getLogger(__name__)
 
+# Bodies up to this size (a page image is ~1 MB of base64) are parsed on the event loop, in milliseconds.
+PARSE_INLINE_BYTES = 4 * 1024 * 1024
 # MinerU's task prompts: each of these is about an image, so one without an image is a mistake.
 IMAGE_PROMPTS = ("Layout Detection:", "Text Recognition:", "Table Recognition:", "Formula Recognition:",
                  "Image Analysis:")
@@ -172,7 +174,9 @@ def create_app(state: EngineState, *, on_ready: Any = None) -> FastAPI:
             if await request.is_disconnected():
                 return cancelled()
             try:
-                job = await _prepare(state, _parse(body), limits, decoding)
+                # A large body parses for a while: off the event loop, so other requests are not held.
+                parsed = _parse(body) if len(body) < PARSE_INLINE_BYTES else await run_in_threadpool(_parse, body)
+                job = await _prepare(state, parsed, limits, decoding)
             except RequestRefused as exc:
                 return refuse(exc)
             del body
