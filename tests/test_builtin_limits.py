@@ -54,3 +54,10 @@ def test_json_depth_counts_only_real_nesting(body: bytes, depth: int) -> None:
     from mineru_fit.engines.builtin.protocol import json_depth
 
     assert json_depth(body) == depth
+
+
+def test_json_shape_counts_values_outside_strings() -> None:
+    from mineru_fit.engines.builtin.protocol import json_shape
+
+    assert json_shape(b'{"a": "[1, 2, 3]"}')[1] < json_shape(b'{"a": [1, 2, 3]}')[1]
+    assert json_shape(b"[" + b"0," * 10_000 + b"0]")[1] > 10_000

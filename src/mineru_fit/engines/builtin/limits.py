@@ -27,6 +27,11 @@ TOP_K_MIN, TOP_K_MAX = -1, 2**31 - 1
 # MinerU's and the openai client's bodies nest 5 levels; Python's JSON parser recurses once per
 # level, and past ~1000 levels it fails (a 500 that took the connection down).
 MAX_JSON_DEPTH = 64
+# A parsed JSON value is ~30× its text (a dict or model instance for 16 bytes of `{"type":"text"}`),
+# so a body is also limited in how many values it holds: a chat turn is ~8 (role, content, a part's
+# type, text, image_url, url); vendor extras and sampling fields get 1024 more.
+JSON_VALUES_PER_MESSAGE = 8
+JSON_VALUES_BESIDE_MESSAGES = 1024
 # OpenAI's API takes up to 4 stop sequences (MinerU sends none). transformers' stop-string matcher
 # builds a table of vocabulary × (stops × (positions + end overlaps) + 1) int32 — both counts up to
 # a stop's length, so at most vocabulary × (2 × characters + stops + 1) — and keeps the last 8 for
@@ -77,6 +82,7 @@ class RequestLimits:
     max_input_pixels: int       # per image, from its header, before any pixel is decoded
     max_prompt_chars: int       # all text parts together, before tokenizing
     max_messages: int
+    max_json_values: int
     max_encoded_image_bytes: int
     max_body_bytes: int
     max_admitted: int           # requests past the door at once (the rest wait unread)
@@ -91,11 +97,13 @@ class RequestLimits:
         prompt_chars = max_model_len * MAX_PROMPT_CHARS_PER_TOKEN
         # JSON escapes a character in at most 6 bytes (\uXXXX).
         body = IMAGES_PER_REQUEST * encoded + 6 * (prompt_chars + MAX_STOP_STRINGS * MAX_STOP_CHARS) + BODY_OVERHEAD_BYTES
+        messages = max(1, max_model_len // MIN_TOKENS_PER_MESSAGE)
         return cls(
             max_images=IMAGES_PER_REQUEST,
             max_input_pixels=input_pixels,
             max_prompt_chars=prompt_chars,
-            max_messages=max(1, max_model_len // MIN_TOKENS_PER_MESSAGE),
+            max_messages=messages,
+            max_json_values=messages * JSON_VALUES_PER_MESSAGE + JSON_VALUES_BESIDE_MESSAGES,
             max_encoded_image_bytes=encoded,
             max_body_bytes=body,
             max_admitted=max(1, max_batch_size) * ADMITTED_PER_BATCH_SLOT,

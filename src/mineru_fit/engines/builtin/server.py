@@ -26,7 +26,7 @@ from mineru_fit.engines.builtin.jobs import CANCELLED_STATUS, Job, Outcome, Samp
 from mineru_fit.engines.builtin.limits import DECODE_SLOTS, MAX_JSON_DEPTH, RequestLimits, RequestRefused, TokenBudget
 from mineru_fit.engines.builtin.metrics import EngineMetrics
 from mineru_fit.engines.builtin.options import BuiltinOptions
-from mineru_fit.engines.builtin.protocol import ChatRequest, completion_body, error_body, json_depth
+from mineru_fit.engines.builtin.protocol import ChatRequest, completion_body, error_body, json_shape
 
 logger = logging.getLogger(__name__)
 
@@ -175,7 +175,8 @@ def create_app(state: EngineState, *, on_ready: Any = None) -> FastAPI:
                 return cancelled()
             try:
                 # A large body parses for a while: off the event loop, so other requests are not held.
-                parsed = _parse(body) if len(body) < PARSE_INLINE_BYTES else await run_in_threadpool(_parse, body)
+                parsed = (_parse(body, limits) if len(body) < PARSE_INLINE_BYTES
+                          else await run_in_threadpool(_parse, body, limits))
                 job = await _prepare(state, parsed, limits, decoding)
             except RequestRefused as exc:
                 return refuse(exc)
@@ -250,10 +251,15 @@ def _not_a_number(name: str) -> float:
     raise RequestRefused(400, f"{name} is not a JSON number — send a finite number")
 
 
-def _parse(body: bytes) -> ChatRequest:
-    # Python's parser recurses once per level: refuse deep nesting before it sees the body.
-    if json_depth(body) > MAX_JSON_DEPTH:
+def _parse(body: bytes, limits: RequestLimits) -> ChatRequest:
+    # Python's parser recurses once per level and builds an object per value: refuse deep nesting
+    # and swarms of values before it sees the body.
+    depth, values = json_shape(body)
+    if depth > MAX_JSON_DEPTH:
         raise RequestRefused(400, f"the JSON body nests deeper than {MAX_JSON_DEPTH} levels — send a flatter body")
+    if values > limits.max_json_values:
+        raise RequestRefused(400, f"the JSON body holds about {values} values; this server's context takes at most "
+                                  f"{limits.max_json_values} — send fewer messages or content parts")
     try:
         data = json.loads(body, parse_constant=_not_a_number)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
