@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from mineru_fit.planner.constants import IMAGES_PER_REQUEST
+from mineru_fit.planner.constants import IMAGES_PER_REQUEST, MAX_PAGE_PIXELS
 
 # --- sampling values (vLLM's rules, so a client written for vLLM behaves the same) -----------
 # `seed` is a C long in vLLM (torch.iinfo(torch.long)); torch.manual_seed overflows past it.
@@ -47,7 +47,9 @@ MAX_PROMPT_CHARS_PER_TOKEN = 16
 MIN_TOKENS_PER_MESSAGE = 4
 # An input image is shrunk to the plan's max_image_pixels before the model sees it. Decoding
 # costs its full size first (3-8 bytes per pixel), which the plan does not count; a client may
-# send up to 5× the planned side (25× the pixels: a 200 DPI page for a 1.6 MP cap), not more.
+# send up to 5× the planned side (25× the pixels: 40 MP for a 1.6 MP cap), or the largest page
+# the parse side renders (MAX_PAGE_PIXELS) if that is more, not more: 2 decodes at once then
+# hold at most ~0.6 GB where a 16000×16000 PNG alone held 1 GB.
 MAX_INPUT_DOWNSCALE = 5
 # A compressed image is at most its raw size: 16-bit RGBA is 8 bytes a pixel; base64 adds 4/3.
 MAX_ENCODED_BYTES_PER_PIXEL = 8
@@ -92,7 +94,7 @@ class RequestLimits:
     def from_plan(cls, *, max_model_len: int, max_image_pixels: int, max_batch_size: int,
                   max_input_pixels: Optional[int] = None) -> "RequestLimits":
         """`max_input_pixels` overrides the derived cap on a decoded image (--max-input-pixels)."""
-        input_pixels = max_input_pixels or max_image_pixels * MAX_INPUT_DOWNSCALE**2
+        input_pixels = max_input_pixels or max(max_image_pixels * MAX_INPUT_DOWNSCALE**2, MAX_PAGE_PIXELS)
         encoded = min(MAX_ENCODED_IMAGE_BYTES, input_pixels * MAX_ENCODED_BYTES_PER_PIXEL * 4 // 3)
         prompt_chars = max_model_len * MAX_PROMPT_CHARS_PER_TOKEN
         # JSON escapes a character in at most 6 bytes (\uXXXX).
