@@ -213,6 +213,46 @@ def test_hostile_requests_leave_the_engine_peak_memory_where_it_was(model_dir: P
         proc.wait(timeout=60)
 
 
+def _fake_state(generator: Any) -> Any:
+    """An engine's state around a fake generator (encode, run, m.max_pixels): the HTTP side is real."""
+    from mineru_fit.engines.builtin.batcher import Batcher
+    from mineru_fit.engines.builtin.limits import TokenBudget
+    from mineru_fit.engines.builtin.metrics import EngineMetrics
+    from mineru_fit.engines.builtin.server import EngineState
+
+    options = BuiltinOptions(model="fake", device="cpu", max_model_len=CONTEXT, max_new_tokens=16, max_batch_size=2,
+                             max_image_pixels=IMAGE_PIXELS)
+    return EngineState(options, generator, Batcher(generator.run, max_batch=2, wait_s=0, is_oom=lambda e: False),
+                       EngineMetrics(info={"engine": "fake"}, kv_capacity_tokens=CONTEXT), TokenBudget(CONTEXT, 16),
+                       "fake", 0)
+
+
+def test_an_unforeseen_failure_is_a_json_500_and_the_connection_stays(refused: Any, record_property: Any) -> None:
+    from fixtures.servers import serving
+
+    from mineru_fit.engines.builtin.server import create_app
+
+    class BrokenGenerator:
+        @property
+        def m(self) -> Any:  # what the server reads to fit an image: broken, as a bug would be
+            raise RuntimeError("a bug")
+
+        def encode(self, job: Any) -> None:
+            job.prompt_tokens = 10
+
+        def run(self, jobs: list[Any]) -> list[Any]:
+            from mineru_fit.engines.builtin.jobs import Outcome
+
+            return [Outcome(text="ok", prompt_tokens=10, completion_tokens=1) for _ in jobs]
+
+    with serving(create_app(_fake_state(BrokenGenerator()))) as base, httpx.Client(timeout=60) as client:
+        response = client.post(f"{base}/v1/chat/completions", json=chat(png_url(64, 64)))
+        record_property("answer", f"{response.status_code} {response.headers.get('content-type')}")
+        assert response.status_code == 500 and response.json()["error"]["type"] == "InternalServerError"
+        assert "Traceback" not in response.text and "RuntimeError" in response.json()["error"]["message"]
+        assert client.post(f"{base}/v1/chat/completions", json=hello()).status_code == 200
+
+
 def test_a_client_that_goes_away_cancels_its_job(record_property: Any) -> None:
     """The HTTP side flags the job of a client that disconnected (whoever runs it drops it); the fake generator
     here holds every batch until the test releases it, so the flag is seen while the job is running."""
@@ -221,11 +261,8 @@ def test_a_client_that_goes_away_cancels_its_job(record_property: Any) -> None:
 
     from fixtures.servers import serving
 
-    from mineru_fit.engines.builtin.batcher import Batcher
     from mineru_fit.engines.builtin.jobs import Job, Outcome
-    from mineru_fit.engines.builtin.limits import TokenBudget
-    from mineru_fit.engines.builtin.metrics import EngineMetrics
-    from mineru_fit.engines.builtin.server import EngineState, create_app
+    from mineru_fit.engines.builtin.server import create_app
 
     running = threading.Event()
     release = threading.Event()
@@ -246,11 +283,7 @@ def test_a_client_that_goes_away_cancels_its_job(record_property: Any) -> None:
             return [Outcome(text="late", prompt_tokens=10, completion_tokens=1) for _ in jobs]
 
     generator = HeldGenerator()
-    options = BuiltinOptions(model="fake", device="cpu", max_model_len=CONTEXT, max_new_tokens=16, max_batch_size=2,
-                             max_image_pixels=IMAGE_PIXELS)
-    state = EngineState(options, generator, Batcher(generator.run, max_batch=2, wait_s=0, is_oom=lambda e: False),
-                        EngineMetrics(info={"engine": "fake"}, kv_capacity_tokens=CONTEXT),
-                        TokenBudget(CONTEXT, 16), "fake", 0)
+    state = _fake_state(generator)
     try:
         with serving(create_app(state)) as base:
             port = int(base.rsplit(":", 1)[1])

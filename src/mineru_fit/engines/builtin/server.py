@@ -180,6 +180,11 @@ def create_app(state: EngineState, *, on_ready: Any = None) -> FastAPI:
                 job = await _prepare(state, parsed, limits, decoding)
             except RequestRefused as exc:
                 return refuse(exc)
+            except Exception as exc:  # a JSON 500 that names the cause; the connection stays usable
+                logger.exception("could not prepare a request")
+                return refuse(RequestRefused(500, f"the request could not be prepared ({type(exc).__name__}) — "
+                                                  "this is a bug in the engine; the server log has the details",
+                                             kind="InternalServerError"))
             del body
             submitted = asyncio.ensure_future(state.batcher.submit(job))
             if not await _answered_before_client_left(request, submitted):
