@@ -21,6 +21,7 @@ from fixtures.servers import free_port, running_builtin  # noqa: E402
 from fixtures.tiny_qwen2vl import build_tiny_qwen2vl  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from mineru_fit.engines.builtin.limits import DECODE_BYTES_PER_PIXEL, DECODE_SLOTS, RequestLimits  # noqa: E402
 from mineru_fit.engines.builtin.options import BuiltinOptions  # noqa: E402
 
 CONTEXT = 256
@@ -31,6 +32,13 @@ def png_url(width: int, height: int) -> str:
     """A `width`×`height` image as a data: URL; 1-bit and blank, so a 16000×16000 one is ~30 KB."""
     buf = io.BytesIO()
     Image.new("1", (width, height)).save(buf, "PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def palette_png_url(width: int, height: int) -> str:
+    """A blank palette image: a small PNG that costs the most to decode (converted to RGB before it shrinks)."""
+    buf = io.BytesIO()
+    Image.new("P", (width, height)).save(buf, "PNG")
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
@@ -176,7 +184,8 @@ def test_hostile_requests_leave_the_engine_peak_memory_where_it_was(model_dir: P
                                                                      record_property: Any) -> None:
     """The issue's requests — a 400 KB stop string, 16000×16000 PNGs two to a request and four requests at once,
     many images, a 1 MB prompt — cost a real engine process ~0.8 GB and 2.1 GB; refused before any memory is
-    spent, they move its peak RSS by far less than decoding even one such image would (16000² × 3 bytes)."""
+    spent, they move its peak RSS by far less than decoding even one such image would (16000² × 3 bytes).
+    Eight large images it accepts at once cost at most what its decode slots hold."""
     import os
     import subprocess
     import sys
@@ -204,10 +213,22 @@ def test_hostile_requests_leave_the_engine_peak_memory_where_it_was(model_dir: P
         with ThreadPoolExecutor(len(hostile)) as pool:
             statuses = list(pool.map(lambda body: httpx.post(url, json=body, timeout=300).status_code, hostile))
         growth = _peak_rss_bytes(proc.pid) - before
-        record_property("answer", f"{sorted(set(statuses))}, peak RSS +{growth / 2**20:.0f} MiB")
         assert all(400 <= s < 500 for s in statuses), statuses
         assert growth < 16000 * 16000 * 3 // 8, f"peak RSS grew by {growth / 2**20:.0f} MiB"
-        assert httpx.post(url, json=chat(png_url(300, 300)), timeout=120).status_code == 200
+        # Large images the plan accepts, eight at once: decoding is bounded by its slots, not by the clients.
+        side = 6000
+        large = palette_png_url(side, side)
+        assert side * side <= RequestLimits.from_plan(max_model_len=CONTEXT, max_image_pixels=IMAGE_PIXELS,
+                                                      max_batch_size=4).max_input_pixels
+        with ThreadPoolExecutor(8) as pool:
+            accepted = list(pool.map(lambda body: httpx.post(url, json=body, timeout=300).status_code,
+                                     [chat(large)] * 8))
+        large_growth = _peak_rss_bytes(proc.pid) - before
+        record_property("answer", f"{sorted(set(statuses))} then {sorted(set(accepted))}, peak RSS +{growth / 2**20:.0f}"
+                                  f" then +{large_growth / 2**20:.0f} MiB")
+        assert accepted == [200] * 8
+        assert large_growth < DECODE_SLOTS * side * side * DECODE_BYTES_PER_PIXEL, \
+            f"peak RSS grew by {large_growth / 2**20:.0f} MiB"
     finally:
         proc.terminate()
         proc.wait(timeout=60)

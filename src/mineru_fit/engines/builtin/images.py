@@ -19,9 +19,11 @@ Image.MAX_IMAGE_PIXELS = None
 REMOTE_TIMEOUT_S = 10.0
 
 
-def decode_image(url: str, *, max_input_pixels: int, allow_remote: bool, max_encoded_bytes: int) -> Image.Image:
-    """An RGB image from a data: URL (or http(s) when allowed); 4xx RequestRefused otherwise. Its size is
-    read from the header and refused past `max_input_pixels` before any pixel is decoded."""
+def decode_image(url: str, *, max_input_pixels: int, allow_remote: bool, max_encoded_bytes: int,
+                 max_pixels: int) -> Image.Image:
+    """An RGB image of at most `max_pixels` (fit_pixels) from a data: URL (or http(s) when allowed); 4xx
+    RequestRefused otherwise. Its size is read from the header and refused past `max_input_pixels`
+    before any pixel is decoded."""
     if url.startswith(("http://", "https://")):
         if not allow_remote:
             raise RequestRefused(
@@ -33,7 +35,7 @@ def decode_image(url: str, *, max_input_pixels: int, allow_remote: bool, max_enc
         raw = _fetch(url, max_encoded_bytes)
     else:
         raw = _data_url_bytes(url, max_encoded_bytes)
-    return _open(raw, max_input_pixels)
+    return _open(raw, max_input_pixels, max_pixels)
 
 
 def _data_url_bytes(url: str, max_encoded_bytes: int) -> bytes:
@@ -66,7 +68,11 @@ def _fetch(url: str, max_bytes: int) -> bytes:
     return b"".join(chunks)
 
 
-def _open(raw: bytes, max_input_pixels: int) -> Image.Image:
+# Modes whose resize commutes with conversion to RGB: shrinking first saves a full-size RGB copy.
+_SHRINK_FIRST = ("RGB", "L")
+
+
+def _open(raw: bytes, max_input_pixels: int, max_pixels: int) -> Image.Image:
     if not raw:
         raise RequestRefused(400, "the image is empty (0 bytes)", param="messages")
     try:
@@ -86,7 +92,10 @@ def _open(raw: bytes, max_input_pixels: int) -> Image.Image:
         image.load()
     except (OSError, ValueError) as exc:
         raise RequestRefused(400, f"the image is truncated or corrupt ({exc})", param="messages") from exc
-    return image.convert("RGB")
+    if image.mode in _SHRINK_FIRST:
+        image = fit_pixels(image, max_pixels)
+        return image if image.mode == "RGB" else image.convert("RGB")
+    return fit_pixels(image.convert("RGB"), max_pixels)
 
 
 def fit_pixels(image: Image.Image, max_pixels: int, factor: int = 28) -> Image.Image:

@@ -48,8 +48,8 @@ MIN_TOKENS_PER_MESSAGE = 4
 # An input image is shrunk to the plan's max_image_pixels before the model sees it. Decoding
 # costs its full size first (3-8 bytes per pixel), which the plan does not count; a client may
 # send up to 5× the planned side (25× the pixels: 40 MP for a 1.6 MP cap), or the largest page
-# the parse side renders (MAX_PAGE_PIXELS) if that is more, not more: 2 decodes at once then
-# hold at most ~0.6 GB where a 16000×16000 PNG alone held 1 GB.
+# the parse side renders (MAX_PAGE_PIXELS) if that is more, not more: a decode then holds at
+# most ~0.3 GB (DECODE_BYTES_PER_PIXEL) where a 16000×16000 PNG alone held 1 GB.
 MAX_INPUT_DOWNSCALE = 5
 # A compressed image is at most its raw size: 16-bit RGBA is 8 bytes a pixel; base64 adds 4/3.
 MAX_ENCODED_BYTES_PER_PIXEL = 8
@@ -58,8 +58,14 @@ MAX_ENCODED_IMAGE_BYTES = 64 * 1024 * 1024
 # JSON framing, roles, sampling fields: what a body holds besides its text and images.
 BODY_OVERHEAD_BYTES = 64 * 1024
 # Images decoded at once (each at most max_input_pixels): decoding runs in threads, and without
-# a bound 40 requests decoding at once would each hold a full-size image.
-DECODE_SLOTS = 2
+# a bound 40 requests decoding at once would each hold a full-size image. One at a time: a
+# MinerU crop decodes in milliseconds, far faster than the model answers it.
+DECODE_SLOTS = 1
+# What one decode holds at its peak, per input pixel: the decoded image (PIL keeps RGB in 4 bytes),
+# its RGB conversion (4) and the resize's intermediate rows; RGB and greyscale images are shrunk
+# before conversion. Measured in the engine (tests/adversarial/test_engine_requests.py, CPU box,
+# 2026-12-01): 5.2 bytes a pixel for 36 MP palette PNGs, the costliest kind.
+DECODE_BYTES_PER_PIXEL = 8
 # Requests holding a body, decoded images or encoded tensors at once, per request in a batch:
 # one batch running and one being prepared. The rest wait before their body is read.
 ADMITTED_PER_BATCH_SLOT = 2

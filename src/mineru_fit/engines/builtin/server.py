@@ -9,6 +9,7 @@ import logging
 import os
 import sys
 import time
+from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -21,7 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
 from mineru_fit.engines.builtin.batcher import Batcher
-from mineru_fit.engines.builtin.images import decode_image, fit_pixels
+from mineru_fit.engines.builtin.images import decode_image
 from mineru_fit.engines.builtin.jobs import CANCELLED_STATUS, Job, Outcome, SamplingKey
 from mineru_fit.engines.builtin.limits import DECODE_SLOTS, MAX_JSON_DEPTH, RequestLimits, RequestRefused, TokenBudget
 from mineru_fit.engines.builtin.metrics import EngineMetrics
@@ -121,6 +122,7 @@ def create_app(state: EngineState, *, on_ready: Any = None) -> FastAPI:
             yield
         finally:
             await state.batcher.stop()
+            decoder.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(title="mineru-fit built-in engine", version="1", lifespan=lifespan)
     options = state.options
@@ -128,7 +130,9 @@ def create_app(state: EngineState, *, on_ready: Any = None) -> FastAPI:
                                      max_batch_size=options.max_batch_size, max_input_pixels=options.max_input_pixels)
     # Requests past the door at once: each may hold a body, decoded images and encoded tensors.
     admission = asyncio.Semaphore(limits.max_admitted)
-    decoding = asyncio.Semaphore(DECODE_SLOTS)
+    # Images decode in threads of their own: at most DECODE_SLOTS full-size images at once, and the
+    # memory a decode frees is reused by the next one (each new thread would keep its own).
+    decoder = ThreadPoolExecutor(max_workers=DECODE_SLOTS, thread_name_prefix="mineru-fit-decode")
 
     def cancelled() -> Response:
         # Nobody reads this answer; metrics and logs still say what became of the request.
@@ -177,7 +181,7 @@ def create_app(state: EngineState, *, on_ready: Any = None) -> FastAPI:
                 # A large body parses for a while: off the event loop, so other requests are not held.
                 parsed = (_parse(body, limits) if len(body) < PARSE_INLINE_BYTES
                           else await run_in_threadpool(_parse, body, limits))
-                job = await _prepare(state, parsed, limits, decoding)
+                job = await _prepare(state, parsed, limits, decoder)
             except RequestRefused as exc:
                 return refuse(exc)
             except Exception as exc:  # a JSON 500 that names the cause; the connection stays usable
@@ -297,8 +301,7 @@ def _check_shape(req: ChatRequest, text_chars: int, images: int, limits: Request
                                   f"{context} tokens — use a smaller one", param="no_repeat_ngram_size")
 
 
-async def _prepare(state: EngineState, req: ChatRequest, limits: RequestLimits,
-                   decoding: asyncio.Semaphore) -> Job:
+async def _prepare(state: EngineState, req: ChatRequest, limits: RequestLimits, decoder: Executor) -> Job:
     """Check the request against this server and its plan, decode its images and encode it once."""
     options = state.options
     if req.model and req.model != state.served_name:
@@ -335,15 +338,11 @@ async def _prepare(state: EngineState, req: ChatRequest, limits: RequestLimits,
     generator = state.generator
 
     def decode_all() -> list[Any]:
-        images = [decode_image(u, max_input_pixels=limits.max_input_pixels, allow_remote=options.allow_remote_images,
-                               max_encoded_bytes=limits.max_encoded_image_bytes)
-                  for u in urls]
-        return [fit_pixels(im, generator.m.max_pixels) for im in images]
+        return [decode_image(u, max_input_pixels=limits.max_input_pixels, allow_remote=options.allow_remote_images,
+                             max_encoded_bytes=limits.max_encoded_image_bytes, max_pixels=generator.m.max_pixels)
+                for u in urls]
 
-    images: list[Any] = []
-    if urls:
-        async with decoding:  # each decode holds a full-size image until it is shrunk
-            images = await run_in_threadpool(decode_all)
+    images = await asyncio.get_running_loop().run_in_executor(decoder, decode_all) if urls else []
     key = SamplingKey.from_request(
         temperature=req.temperature, top_p=req.top_p, top_k=req.top_k, repetition_penalty=req.repetition_penalty,
         presence_penalty=req.presence_penalty, frequency_penalty=req.frequency_penalty, ngram_size=req.ngram_size,
