@@ -79,7 +79,8 @@ def _open(raw: bytes, max_input_pixels: int, max_pixels: int) -> Image.Image:
         image = Image.open(io.BytesIO(raw))
         width, height = image.size
     except (OSError, ValueError) as exc:
-        raise RequestRefused(400, f"the data is not an image PIL can read ({exc})", param="messages") from exc
+        # PIL's own message names a BytesIO object's address: of no use to the client.
+        raise RequestRefused(400, "the data is not an image PIL can read — send a PNG or JPEG", param="messages") from exc
     if width * height > max_input_pixels:
         raise RequestRefused(
             413,
