@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import json
 import logging
 import os
 import sys
@@ -17,17 +16,23 @@ from typing import Any, Optional
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
 from mineru_fit.engines.builtin.batcher import Batcher
 from mineru_fit.engines.builtin.images import decode_image
 from mineru_fit.engines.builtin.jobs import CANCELLED_STATUS, Job, Outcome, SamplingKey
-from mineru_fit.engines.builtin.limits import DECODE_SLOTS, MAX_JSON_DEPTH, RequestLimits, RequestRefused, TokenBudget
+from mineru_fit.engines.builtin.intake import (
+    answered_before_client_left,
+    check_shape,
+    parse_request,
+    read_body,
+    retrieve,
+)
+from mineru_fit.engines.builtin.limits import DECODE_SLOTS, RequestLimits, RequestRefused, TokenBudget
 from mineru_fit.engines.builtin.metrics import EngineMetrics
 from mineru_fit.engines.builtin.options import BuiltinOptions
-from mineru_fit.engines.builtin.protocol import ChatRequest, completion_body, error_body, json_shape
+from mineru_fit.engines.builtin.protocol import ChatRequest, completion_body, error_body
 
 logger = logging.getLogger(__name__)
 
@@ -165,7 +170,7 @@ def create_app(state: EngineState, *, on_ready: Any = None) -> FastAPI:
         "schema": ChatRequest.model_json_schema()}}, "required": True}})
     async def chat(request: Request) -> Response:
         try:
-            body = await _read_body(request, limits)
+            body = await read_body(request, limits)
         except RequestRefused as exc:
             return refuse(exc)
         except ClientDisconnect:
@@ -179,8 +184,8 @@ def create_app(state: EngineState, *, on_ready: Any = None) -> FastAPI:
                 return cancelled()
             try:
                 # A large body parses for a while: off the event loop, so other requests are not held.
-                parsed = (_parse(body, limits) if len(body) < PARSE_INLINE_BYTES
-                          else await run_in_threadpool(_parse, body, limits))
+                parsed = (parse_request(body, limits) if len(body) < PARSE_INLINE_BYTES
+                          else await run_in_threadpool(parse_request, body, limits))
                 job = await _prepare(state, parsed, limits, decoder)
             except RequestRefused as exc:
                 return refuse(exc)
@@ -191,7 +196,7 @@ def create_app(state: EngineState, *, on_ready: Any = None) -> FastAPI:
                                              kind="InternalServerError"))
             del body
             submitted = asyncio.ensure_future(state.batcher.submit(job))
-            if not await _answered_before_client_left(request, submitted):
+            if not await answered_before_client_left(request, submitted):
                 job.cancelled = True  # the batcher drops it at its next step
                 return cancelled()
             outcome = submitted.result()
@@ -199,7 +204,7 @@ def create_app(state: EngineState, *, on_ready: Any = None) -> FastAPI:
             if submitted is None or submitted.done():
                 admission.release()
             else:  # the job still holds its memory until the batcher lets it go
-                submitted.add_done_callback(lambda done: (admission.release(), _retrieve(done)))
+                submitted.add_done_callback(lambda done: (admission.release(), retrieve(done)))
         if outcome.error_status == CANCELLED_STATUS:
             return cancelled()
         if not outcome.ok:
@@ -212,93 +217,6 @@ def create_app(state: EngineState, *, on_ready: Any = None) -> FastAPI:
                                             outcome.prompt_tokens, outcome.completion_tokens))
 
     return app
-
-
-def _retrieve(future: "asyncio.Future[Any]") -> None:
-    if not future.cancelled():
-        future.exception()  # an answer nobody reads must not be logged as 'never retrieved'
-
-
-async def _answered_before_client_left(request: Request, answer: "asyncio.Future[Any]") -> bool:
-    """Wait for `answer`; False as soon as the client disconnects first."""
-    async def client_gone() -> None:
-        # Once the body is read, the next ASGI message a request gets is its disconnect.
-        while (await request.receive())["type"] != "http.disconnect":
-            pass
-
-    watcher = asyncio.ensure_future(client_gone())
-    try:
-        await asyncio.wait({answer, watcher}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        watcher.cancel()
-    return answer.done()
-
-
-async def _read_body(request: Request, limits: RequestLimits) -> bytes:
-    """The body, refused with 413 as soon as it passes the largest request the plan serves (from
-    Content-Length before reading any of it)."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limits.max_body_bytes:
-        raise RequestRefused(413, _too_large(int(declared), limits), kind="RequestTooLarge")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limits.max_body_bytes:
-            raise RequestRefused(413, _too_large(size, limits), kind="RequestTooLarge")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _too_large(size: int, limits: RequestLimits) -> str:
-    return (f"the request body is over {size / 2**20:.1f} MiB; this server takes at most "
-            f"{limits.max_body_bytes / 2**20:.1f} MiB (one image of at most {limits.max_input_pixels / 1e6:.1f} MP "
-            f"and {limits.max_prompt_chars} characters of text) — send a smaller image or less text")
-
-
-def _not_a_number(name: str) -> float:
-    raise RequestRefused(400, f"{name} is not a JSON number — send a finite number")
-
-
-def _parse(body: bytes, limits: RequestLimits) -> ChatRequest:
-    # Python's parser recurses once per level and builds an object per value: refuse deep nesting
-    # and swarms of values before it sees the body.
-    depth, values = json_shape(body)
-    if depth > MAX_JSON_DEPTH:
-        raise RequestRefused(400, f"the JSON body nests deeper than {MAX_JSON_DEPTH} levels — send a flatter body")
-    if values > limits.max_json_values:
-        raise RequestRefused(400, f"the JSON body holds about {values} values; this server's context takes at most "
-                                  f"{limits.max_json_values} — send fewer messages or content parts")
-    try:
-        data = json.loads(body, parse_constant=_not_a_number)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise RequestRefused(400, f"the request body is not valid JSON ({exc})") from exc
-    if not isinstance(data, dict):
-        raise RequestRefused(400, "the request body must be a JSON object")
-    try:
-        return ChatRequest.model_validate(data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err.get("loc", ()))
-        message = str(err.get("msg", "")).removeprefix("Value error, ")
-        raise RequestRefused(400, f"{where}: {message}", param=where or None) from exc
-
-
-def _check_shape(req: ChatRequest, text_chars: int, images: int, limits: RequestLimits, context: int) -> None:
-    """Refuse what the plan cannot hold, before decoding or tokenizing anything."""
-    if images > limits.max_images:
-        raise RequestRefused(400, f"the request has {images} images; this server's plan holds {limits.max_images} "
-                                  "image per request — send each image in its own request", param="messages")
-    if len(req.messages) > limits.max_messages:
-        raise RequestRefused(400, f"{len(req.messages)} messages cannot fit this server's context of {context} tokens "
-                                  f"(at most {limits.max_messages}) — send fewer messages", param="messages")
-    if text_chars > limits.max_prompt_chars:
-        raise RequestRefused(400, f"the messages hold {text_chars} characters of text; this server's context of "
-                                  f"{context} tokens holds at most {limits.max_prompt_chars} — send less text",
-                             param="messages")
-    if req.ngram_size > limits.max_ngram_size:
-        raise RequestRefused(400, f"no_repeat_ngram_size {req.ngram_size} is longer than this server's context of "
-                                  f"{context} tokens — use a smaller one", param="no_repeat_ngram_size")
 
 
 async def _prepare(state: EngineState, req: ChatRequest, limits: RequestLimits, decoder: Executor) -> Job:
@@ -331,7 +249,7 @@ async def _prepare(state: EngineState, req: ChatRequest, limits: RequestLimits, 
         else:
             texts.append(message.content or "")
             messages.append({"role": message.role, "content": message.content or ""})
-    _check_shape(req, sum(len(t) for t in texts), len(urls), limits, options.max_model_len)
+    check_shape(req, sum(len(t) for t in texts), len(urls), limits, options.max_model_len)
     if not urls and any(prompt in text for text in texts for prompt in IMAGE_PROMPTS):
         raise RequestRefused(400, "this MinerU prompt needs an image — add an image_url part (a data: URL)",
                              param="messages")
