@@ -324,3 +324,51 @@ def test_a_client_that_goes_away_cancels_its_job(record_property: Any) -> None:
             assert httpx.get(f"{base}/health", timeout=30).status_code == 200
     finally:
         release.set()
+
+
+def test_a_deleted_parse_job_cancels_its_requests_in_the_engine(model_dir: Path, tmp_path: Path,
+                                                                   record_property: Any) -> None:
+    """End to end: the parse service's vlm job runs against the real built-in engine, whose batches are held
+    until the test lets them go; deleting the job closes its engine requests and the engine flags every one."""
+    import threading
+    import time
+
+    pytest.importorskip("mineru_vl_utils")
+    pytest.importorskip("reportlab")
+    from fixtures.documents import pdf_with_pages
+    from fixtures.servers import serving
+
+    from mineru_fit.service import EngineInfo, ServiceConfig
+    from mineru_fit.service.api import create_app as service_app
+    from mineru_fit.service.core import ServiceCore
+
+    release = threading.Event()
+    seen: list[Any] = []
+    pdf = pdf_with_pages(tmp_path / "one.pdf", ["text:A page for the engine"]).read_bytes()
+    with running_builtin(engine_options(model_dir, max_model_len=2048, max_image_pixels=1_605_632)) as (engine, state):
+        generate = state.batcher.run
+
+        def held(jobs: list[Any]) -> list[Any]:
+            seen.extend(jobs)
+            release.wait(timeout=120)
+            return generate(jobs)
+
+        state.batcher.run = held
+        try:
+            info = EngineInfo(url=engine, kind="builtin", reason="the tiny engine", max_model_len=2048, concurrency=1)
+            core = ServiceCore(ServiceConfig(data_dir=tmp_path / "data", workers=1, engine=info))
+            with serving(service_app(core)) as base:
+                task = httpx.post(f"{base}/tasks", files=[("files", ("one.pdf", pdf, "application/pdf"))],
+                                  data={"backend": "vlm"}, timeout=30).json()
+                deadline = time.monotonic() + 120
+                while not seen and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                assert seen, "the job never reached the engine"
+                assert httpx.delete(f"{base}{task['status_url']}", timeout=30).status_code == 204
+                deadline = time.monotonic() + 60
+                while not all(job.cancelled for job in seen) and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                record_property("answer", f"{sum(j.cancelled for j in seen)}/{len(seen)} engine jobs cancelled")
+                assert all(job.cancelled for job in seen)
+        finally:
+            release.set()
