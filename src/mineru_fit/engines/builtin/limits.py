@@ -46,7 +46,7 @@ MAX_PROMPT_CHARS_PER_TOKEN = 16
 # Every chat turn costs at least its template's markers (<|im_start|>role ... <|im_end|>).
 MIN_TOKENS_PER_MESSAGE = 4
 # An input image is shrunk to the plan's max_image_pixels before the model sees it. Decoding
-# costs its full size first (3-8 bytes per pixel), which the plan does not count; a client may
+# costs its full size first (DECODE_BYTES_PER_PIXEL), which the plan does not count; a client may
 # send up to 5× the planned side (25× the pixels: 40 MP for a 1.6 MP cap), or the largest page
 # the parse side renders (MAX_PAGE_PIXELS) if that is more, not more: a decode then holds at
 # most ~0.3 GB (DECODE_BYTES_PER_PIXEL) where a 16000×16000 PNG alone held 1 GB.
@@ -67,7 +67,7 @@ DECODE_SLOTS = 1
 # 2026-12-01): 5.2 bytes a pixel for 36 MP palette PNGs, the costliest kind.
 DECODE_BYTES_PER_PIXEL = 8
 # Requests holding a body, decoded images or encoded tensors at once, per request in a batch:
-# one batch running and one being prepared. The rest wait before their body is read.
+# one batch running and one being prepared. The rest wait holding only their body.
 ADMITTED_PER_BATCH_SLOT = 2
 
 
@@ -93,13 +93,13 @@ class RequestLimits:
     max_json_values: int
     max_encoded_image_bytes: int
     max_body_bytes: int
-    max_admitted: int           # requests past the door at once (the rest wait unread)
+    max_admitted: int           # requests decoding, encoded or generating at once (the rest hold only a body)
     max_ngram_size: int
 
     @classmethod
     def from_plan(cls, *, max_model_len: int, max_image_pixels: int, max_batch_size: int,
                   max_input_pixels: Optional[int] = None) -> "RequestLimits":
-        """`max_input_pixels` overrides the derived cap on a decoded image (--max-input-pixels)."""
+        """`max_input_pixels` (BuiltinOptions, when set) overrides the derived cap on a decoded image."""
         input_pixels = max_input_pixels or max(max_image_pixels * MAX_INPUT_DOWNSCALE**2, MAX_PAGE_PIXELS)
         encoded = min(MAX_ENCODED_IMAGE_BYTES, input_pixels * MAX_ENCODED_BYTES_PER_PIXEL * 4 // 3)
         prompt_chars = max_model_len * MAX_PROMPT_CHARS_PER_TOKEN
