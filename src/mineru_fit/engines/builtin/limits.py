@@ -19,6 +19,9 @@ SEED_MIN, SEED_MAX = -(2**63), 2**63 - 1
 # finite value > 0, but 1e-300 is 0.0 in float32 and turns the logits into inf (sampling then
 # fails). Within [1/100, 100] a logit under 655 in magnitude stays finite even in float16.
 REPETITION_PENALTY_MIN, REPETITION_PENALTY_MAX = 0.01, 100.0
+# A temperature below this samples greedily, as in vLLM (_SAMPLING_EPS): dividing the logits by
+# 1e-300 makes them inf and sampling fails.
+GREEDY_BELOW_TEMPERATURE = 1e-5
 # top_k: -1 and 0 disable it (vLLM); above the vocabulary it keeps every token. Capped at int32
 # so that it is a valid tensor index in any kernel.
 TOP_K_MIN, TOP_K_MAX = -1, 2**31 - 1

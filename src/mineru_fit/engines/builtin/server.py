@@ -29,7 +29,13 @@ from mineru_fit.engines.builtin.intake import (
     read_body,
     retrieve,
 )
-from mineru_fit.engines.builtin.limits import DECODE_SLOTS, RequestLimits, RequestRefused, TokenBudget
+from mineru_fit.engines.builtin.limits import (
+    DECODE_SLOTS,
+    GREEDY_BELOW_TEMPERATURE,
+    RequestLimits,
+    RequestRefused,
+    TokenBudget,
+)
 from mineru_fit.engines.builtin.metrics import EngineMetrics
 from mineru_fit.engines.builtin.options import BuiltinOptions
 from mineru_fit.engines.builtin.protocol import ChatRequest, completion_body, error_body
@@ -261,8 +267,11 @@ async def _prepare(state: EngineState, req: ChatRequest, limits: RequestLimits, 
                 for u in urls]
 
     images = await asyncio.get_running_loop().run_in_executor(decoder, decode_all) if urls else []
+    temperature = req.temperature
+    if temperature is not None and temperature < GREEDY_BELOW_TEMPERATURE:
+        temperature = 0.0
     key = SamplingKey.from_request(
-        temperature=req.temperature, top_p=req.top_p, top_k=req.top_k, repetition_penalty=req.repetition_penalty,
+        temperature=temperature, top_p=req.top_p, top_k=req.top_k, repetition_penalty=req.repetition_penalty,
         presence_penalty=req.presence_penalty, frequency_penalty=req.frequency_penalty, ngram_size=req.ngram_size,
         stops=req.stops, skip_special_tokens=req.skip_special_tokens, ignore_eos=req.ignore_eos,
     )
