@@ -82,6 +82,7 @@ def refused(record_property: Any) -> Any:
         assert kind == "application/json", response.text[:300]
         error = response.json()["error"]
         assert error["code"] == response.status_code and "\n" not in error["message"]
+        assert len(error["message"]) < 400, error["message"][:400]
         assert "Traceback" not in response.text
         return error["message"]
 
@@ -106,6 +107,11 @@ RAW = {
     "max_tokens 2^70": (json.dumps(hello(max_tokens=2**70)), "max_tokens"),
     "400 KB stop string": (json.dumps(hello(stop=["x" * 400_000])), "stop"),
     "1000 stop strings": (json.dumps(hello(stop=[f"s{i}" for i in range(1000)])), "stop"),
+    "image_url without a url": (json.dumps(hello(messages=[{"role": "user", "content": [
+        {"type": "image_url", "image_url": {}}]}])), "url"),
+    "a 100 KB model name": (json.dumps(hello(model="m" * 100_000)), "does not exist"),
+    "a 1x10000 image": (json.dumps(chat(png_url(1, 10_000))), "aspect ratio"),
+    "a lone UTF-16 surrogate in the text": ('{"messages":[{"role":"user","content":"a\\ud800b"}],"max_tokens":2}', "prepared"),
     "stop of the wrong type": (json.dumps(hello(stop=[1, 2])), "stop"),
     "1 MB prompt": (json.dumps(hello(messages=[{"role": "user", "content": "word " * 200_000}])), "characters"),
     "10000 messages": (json.dumps(hello(messages=[{"role": "user", "content": "hi"}] * 10_000)), "messages"),

@@ -80,7 +80,8 @@ def parse_request(body: bytes, limits: RequestLimits) -> ChatRequest:
     try:
         return ChatRequest.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
+        # In a union (content: text or parts) the deepest error names the field the client got wrong.
+        err = max(exc.errors(), key=lambda e: len(e.get("loc", ())))
         where = ".".join(str(p) for p in err.get("loc", ()))
         message = str(err.get("msg", "")).removeprefix("Value error, ")
         raise RequestRefused(400, f"{where}: {message}", param=where or None) from exc

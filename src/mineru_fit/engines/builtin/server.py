@@ -229,7 +229,8 @@ async def _prepare(state: EngineState, req: ChatRequest, limits: RequestLimits, 
     """Check the request against this server and its plan, decode its images and encode it once."""
     options = state.options
     if req.model and req.model != state.served_name:
-        raise RequestRefused(404, f"The model `{req.model}` does not exist — this server serves `{state.served_name}`",
+        name = req.model if len(req.model) <= 80 else req.model[:80] + "…"  # an answer is no place for 100 KB
+        raise RequestRefused(404, f"The model `{name}` does not exist — this server serves `{state.served_name}`",
                              kind="NotFoundError", param="model")
     if req.stream:
         raise RequestRefused(400, "streaming is not supported by the built-in engine — send stream=false",
