@@ -112,6 +112,8 @@ RAW = {
     "a 100 KB model name": (json.dumps(hello(model="m" * 100_000)), "does not exist"),
     "a 1x10000 image": (json.dumps(chat(png_url(1, 10_000))), "aspect ratio"),
     "a lone UTF-16 surrogate in the text": ('{"messages":[{"role":"user","content":"a\\ud800b"}],"max_tokens":2}', "prepared"),
+    "a seed of 5000 digits": ('{"messages":[{"role":"user","content":"hi"}],"seed":' + "9" * 5000 + "}", "JSON"),
+    "a temperature of 1e99999": ('{"messages":[{"role":"user","content":"hi"}],"temperature":1e99999}', "finite"),
     "stop of the wrong type": (json.dumps(hello(stop=[1, 2])), "stop"),
     "1 MB prompt": (json.dumps(hello(messages=[{"role": "user", "content": "word " * 200_000}])), "characters"),
     "10000 messages": (json.dumps(hello(messages=[{"role": "user", "content": "hi"}] * 10_000)), "messages"),

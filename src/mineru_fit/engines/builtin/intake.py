@@ -73,7 +73,7 @@ def parse_request(body: bytes, limits: RequestLimits) -> ChatRequest:
                                   f"{limits.max_json_values} — send fewer messages or content parts")
     try:
         data = json.loads(body, parse_constant=_not_a_number)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, an integer of more than 4300 digits
         raise RequestRefused(400, f"the request body is not valid JSON ({exc})") from exc
     if not isinstance(data, dict):
         raise RequestRefused(400, "the request body must be a JSON object")
