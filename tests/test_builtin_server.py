@@ -186,6 +186,20 @@ def test_bad_requests_get_a_4xx_with_a_clear_message(server, body: dict, status:
     assert message in response.json()["error"]["message"]
 
 
+@pytest.mark.parametrize("extra", [
+    {"seed": -1}, {"seed": 2**63 - 1}, {"top_k": -1}, {"top_k": 0}, {"top_k": 2**31 - 1},
+    {"repetition_penalty": 0.01}, {"repetition_penalty": 100}, {"stop": ["<|im_end|>", "\n\n", "Human:", "x" * 14]},
+    {"vllm_xargs": {"no_repeat_ngram_size": "3"}}, {"no_repeat_ngram_size": CONTEXT},
+    {"temperature": 1e-300},  # greedy, as vLLM does below 1e-5 (dividing the logits by it gave inf: a 500)
+])
+def test_values_at_the_edge_of_the_limits_are_served(server, extra: dict) -> None:
+    base, _ = server
+    response = httpx.post(f"{base}/v1/chat/completions",
+                          json={**ask("\nText Recognition:", page(200, 200), temperature=0.7, max_tokens=3), **extra},
+                          timeout=60)
+    assert response.status_code == 200, response.text
+
+
 def test_malformed_json_and_a_huge_image_are_refused(server) -> None:
     base, _ = server
     response = httpx.post(f"{base}/v1/chat/completions", content=b'{"messages": [', timeout=30,

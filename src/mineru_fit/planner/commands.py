@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from typing import Optional
 
+from mineru_fit.planner import constants as C
 from mineru_fit.planner.equations import Resolved, Sizing
 from mineru_fit.planner.levels import Quant
 from mineru_fit.settings import DEFAULT_ALLOC_CONF
@@ -100,7 +101,7 @@ def vllm_command(model: str, host: str, port: int, r: Resolved, s: Sizing,
     # No video: V1 profiles the modality with the largest item, and an unlimited video (default 999)
     # would be profiled at up to 14 frames, ~7× a page's vision activations (engine_memory.py).
     argv += [
-        "--limit-mm-per-prompt", json.dumps({"image": 1, "video": 0}),
+        "--limit-mm-per-prompt", json.dumps({"image": C.IMAGES_PER_REQUEST, "video": 0}),
         "--mm-processor-kwargs", json.dumps({"max_pixels": r.context.max_image_pixels}),
     ]
     if r.tp_size > 1:

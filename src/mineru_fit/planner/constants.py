@@ -15,6 +15,14 @@ LAYOUT_IMAGE_SIDE_PX = 1036
 # Chat template + the task prompt ("\nLayout Detection:", "\nText Recognition:", ...):
 # about 20–30 tokens with Qwen2's template; rounded up.
 PROMPT_TOKENS = 32
+# Images in one request: MinerU sends one per request (a page, or one crop of it), and every
+# engine's activations are sized for a batch of that many largest images per sequence
+# (vLLM's --limit-mm-per-prompt, the built-in engine's per-request limit).
+IMAGES_PER_REQUEST = 1
+# The largest page image mineru-fit's parse side sends: a page that would render larger is
+# rendered at a lower DPI (parsing/providers/pdf.py MAX_RENDER_PIXELS), and a crop of it is
+# smaller still. Engines accept inputs up to this size whatever their own pixel cap.
+MAX_PAGE_PIXELS = 40_000_000
 # The shortest useful answer: a context that leaves less than this for output is refused.
 MIN_OUTPUT_TOKENS = 256
 # A content crop may use at most this share of what the prompt leaves of the context

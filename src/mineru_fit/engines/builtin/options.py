@@ -26,7 +26,9 @@ class BuiltinOptions:
     served_model_name: Optional[str] = None
     allow_remote_images: bool = False
     batch_wait_ms: float = 10.0         # how long the batcher waits to fill a batch
-    max_input_pixels: int = 16384 * 16384  # larger images are refused before decoding them fully
+    # Larger images are refused from their header, before decoding; None: derived from
+    # max_image_pixels (limits.RequestLimits).
+    max_input_pixels: Optional[int] = None
 
     @classmethod
     def from_plan(cls, plan: Plan, model: str, **overrides: object) -> "BuiltinOptions":

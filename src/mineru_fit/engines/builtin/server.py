@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
-import json
 import logging
 import os
 import sys
 import time
+from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -15,19 +16,34 @@ from typing import Any, Optional
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
 from mineru_fit.engines.builtin.batcher import Batcher
-from mineru_fit.engines.builtin.images import decode_image, fit_pixels
-from mineru_fit.engines.builtin.jobs import Job, SamplingKey
-from mineru_fit.engines.builtin.limits import RequestRefused, TokenBudget
+from mineru_fit.engines.builtin.images import decode_image
+from mineru_fit.engines.builtin.jobs import CANCELLED_STATUS, Job, Outcome, SamplingKey
+from mineru_fit.engines.builtin.intake import (
+    answered_before_client_left,
+    check_shape,
+    parse_request,
+    read_body,
+    retrieve,
+)
+from mineru_fit.engines.builtin.limits import (
+    DECODE_SLOTS,
+    GREEDY_BELOW_TEMPERATURE,
+    RequestLimits,
+    RequestRefused,
+    TokenBudget,
+)
 from mineru_fit.engines.builtin.metrics import EngineMetrics
 from mineru_fit.engines.builtin.options import BuiltinOptions
 from mineru_fit.engines.builtin.protocol import ChatRequest, completion_body, error_body
 
 logger = logging.getLogger(__name__)
 
+# Bodies up to this size (a page image is ~1 MB of base64) are parsed on the event loop, in milliseconds.
+PARSE_INLINE_BYTES = 4 * 1024 * 1024
 # MinerU's task prompts: each of these is about an image, so one without an image is a mistake.
 IMAGE_PROMPTS = ("Layout Detection:", "Text Recognition:", "Table Recognition:", "Formula Recognition:",
                  "Image Analysis:")
@@ -117,8 +133,23 @@ def create_app(state: EngineState, *, on_ready: Any = None) -> FastAPI:
             yield
         finally:
             await state.batcher.stop()
+            decoder.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(title="mineru-fit built-in engine", version="1", lifespan=lifespan)
+    options = state.options
+    limits = RequestLimits.from_plan(max_model_len=options.max_model_len, max_image_pixels=options.max_image_pixels,
+                                     max_batch_size=options.max_batch_size, max_input_pixels=options.max_input_pixels)
+    # Requests past the door at once: each may hold a body, decoded images and encoded tensors.
+    admission = asyncio.Semaphore(limits.max_admitted)
+    # Images decode in threads of their own: at most DECODE_SLOTS full-size images at once, and the
+    # memory a decode frees is reused by the next one (each new thread would keep its own).
+    decoder = ThreadPoolExecutor(max_workers=DECODE_SLOTS, thread_name_prefix="mineru-fit-decode")
+
+    def cancelled() -> Response:
+        # Nobody reads this answer; metrics and logs still say what became of the request.
+        state.metrics.answered(CANCELLED_STATUS)
+        logger.info("client gone: request cancelled")
+        return Response(status_code=CANCELLED_STATUS)
 
     def refuse(exc: RequestRefused) -> JSONResponse:
         state.metrics.answered(exc.status)
@@ -143,13 +174,45 @@ def create_app(state: EngineState, *, on_ready: Any = None) -> FastAPI:
 
     @app.post("/v1/chat/completions", openapi_extra={"requestBody": {"content": {"application/json": {
         "schema": ChatRequest.model_json_schema()}}, "required": True}})
-    async def chat(request: Request) -> JSONResponse:
+    async def chat(request: Request) -> Response:
         try:
-            chat_request = _parse(await request.body())
-            job = await _prepare(state, chat_request)
+            body = await read_body(request, limits)
         except RequestRefused as exc:
             return refuse(exc)
-        outcome = await state.batcher.submit(job)
+        except ClientDisconnect:
+            return cancelled()
+        # Past here a request holds decoded images and encoded tensors: only so many at once. A body
+        # still arriving holds no slot, so a slow client cannot keep others out.
+        await admission.acquire()
+        submitted: Optional[asyncio.Future[Outcome]] = None
+        try:
+            if await request.is_disconnected():
+                return cancelled()
+            try:
+                # A large body parses for a while: off the event loop, so other requests are not held.
+                parsed = (parse_request(body, limits) if len(body) < PARSE_INLINE_BYTES
+                          else await run_in_threadpool(parse_request, body, limits))
+                job = await _prepare(state, parsed, limits, decoder)
+            except RequestRefused as exc:
+                return refuse(exc)
+            except Exception as exc:  # a JSON 500 that names the cause; the connection stays usable
+                logger.exception("could not prepare a request")
+                return refuse(RequestRefused(500, f"the request could not be prepared ({type(exc).__name__}) — "
+                                                  "this is a bug in the engine; the server log has the details",
+                                             kind="InternalServerError"))
+            del body
+            submitted = asyncio.ensure_future(state.batcher.submit(job))
+            if not await answered_before_client_left(request, submitted):
+                job.cancelled = True  # the batcher drops it at its next step
+                return cancelled()
+            outcome = submitted.result()
+        finally:
+            if submitted is None or submitted.done():
+                admission.release()
+            else:  # the job still holds its memory until the batcher lets it go
+                submitted.add_done_callback(lambda done: (admission.release(), retrieve(done)))
+        if outcome.error_status == CANCELLED_STATUS:
+            return cancelled()
         if not outcome.ok:
             status = outcome.error_status or 500
             state.metrics.answered(status)
@@ -162,26 +225,12 @@ def create_app(state: EngineState, *, on_ready: Any = None) -> FastAPI:
     return app
 
 
-def _parse(body: bytes) -> ChatRequest:
-    try:
-        data = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise RequestRefused(400, f"the request body is not valid JSON ({exc})") from exc
-    if not isinstance(data, dict):
-        raise RequestRefused(400, "the request body must be a JSON object")
-    try:
-        return ChatRequest.model_validate(data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err.get("loc", ()))
-        raise RequestRefused(400, f"{where}: {err.get('msg')}", param=where or None) from exc
-
-
-async def _prepare(state: EngineState, req: ChatRequest) -> Job:
-    """Check the request against this server, decode its images and encode it once."""
+async def _prepare(state: EngineState, req: ChatRequest, limits: RequestLimits, decoder: Executor) -> Job:
+    """Check the request against this server and its plan, decode its images and encode it once."""
     options = state.options
     if req.model and req.model != state.served_name:
-        raise RequestRefused(404, f"The model `{req.model}` does not exist — this server serves `{state.served_name}`",
+        name = req.model if len(req.model) <= 80 else req.model[:80] + "…"  # an answer is no place for 100 KB
+        raise RequestRefused(404, f"The model `{name}` does not exist — this server serves `{state.served_name}`",
                              kind="NotFoundError", param="model")
     if req.stream:
         raise RequestRefused(400, "streaming is not supported by the built-in engine — send stream=false",
@@ -190,6 +239,7 @@ async def _prepare(state: EngineState, req: ChatRequest) -> Job:
         raise RequestRefused(400, "n must be 1 on the built-in engine", param="n")
     messages: list[dict[str, Any]] = []
     urls: list[str] = []
+    texts: list[str] = []
     for message in req.messages:
         if isinstance(message.content, list):
             parts: list[dict[str, Any]] = []
@@ -200,24 +250,29 @@ async def _prepare(state: EngineState, req: ChatRequest) -> Job:
                     urls.append(part.url)
                     parts.append({"type": "image"})
                 else:
+                    texts.append(part.text or "")
                     parts.append({"type": "text", "text": part.text or ""})
             messages.append({"role": message.role, "content": parts})
         else:
+            texts.append(message.content or "")
             messages.append({"role": message.role, "content": message.content or ""})
-    text = " ".join(p.get("text", "") for m in messages for p in (m["content"] if isinstance(m["content"], list) else [{"text": m["content"]}]))
-    if not urls and any(prompt in text for prompt in IMAGE_PROMPTS):
+    check_shape(req, sum(len(t) for t in texts), len(urls), limits, options.max_model_len)
+    if not urls and any(prompt in text for text in texts for prompt in IMAGE_PROMPTS):
         raise RequestRefused(400, "this MinerU prompt needs an image — add an image_url part (a data: URL)",
                              param="messages")
     generator = state.generator
 
     def decode_all() -> list[Any]:
-        images = [decode_image(u, max_input_pixels=options.max_input_pixels, allow_remote=options.allow_remote_images)
-                  for u in urls]
-        return [fit_pixels(im, generator.m.max_pixels) for im in images]
+        return [decode_image(u, max_input_pixels=limits.max_input_pixels, allow_remote=options.allow_remote_images,
+                             max_encoded_bytes=limits.max_encoded_image_bytes, max_pixels=generator.m.max_pixels)
+                for u in urls]
 
-    images = await run_in_threadpool(decode_all)
+    images = await asyncio.get_running_loop().run_in_executor(decoder, decode_all) if urls else []
+    temperature = req.temperature
+    if temperature is not None and temperature < GREEDY_BELOW_TEMPERATURE:
+        temperature = 0.0
     key = SamplingKey.from_request(
-        temperature=req.temperature, top_p=req.top_p, top_k=req.top_k, repetition_penalty=req.repetition_penalty,
+        temperature=temperature, top_p=req.top_p, top_k=req.top_k, repetition_penalty=req.repetition_penalty,
         presence_penalty=req.presence_penalty, frequency_penalty=req.frequency_penalty, ngram_size=req.ngram_size,
         stops=req.stops, skip_special_tokens=req.skip_special_tokens, ignore_eos=req.ignore_eos,
     )
