@@ -221,7 +221,19 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true", help="the tests' tiny random Qwen2-VL (JSON shape, not speed)")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--summarize", action="store_true",
+                        help="only recompute the summary of --out from its runs (e.g. after an interrupted run)")
     args = parser.parse_args()
+    if args.summarize:
+        result = json.loads(args.out.read_text())
+        model_dir = Path(result.get("model_dir") or args.model)
+        result.setdefault("model_dir", str(model_dir))
+        result.setdefault("weights_bytes", header_weights_bytes(model_dir))
+        result["summary"] = summarize(result["runs"], result["level_contexts"], result["level_contexts"]["none"],
+                                      result["process_rss_before_model_bytes"], result["weights_bytes"], model_dir)
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+        print(json.dumps(result["summary"], indent=2))
+        return
     import torch
     from mineru_vl_utils import MinerUClient
 
@@ -280,6 +292,7 @@ def main() -> None:
                     "torch": torch.__version__, "device": "cpu", "torch_threads": torch.get_num_threads()},
         "command": command,
         "model": "tiny random Qwen2-VL (tests)" if args.tiny else "MinerU2.5-2509 architecture, random weights",
+        "model_dir": str(model_dir),
         "dtype": "float32",
         "workload": {"pages_per_round": shape.pages, "layout": {"size": list(shape.layout[:2]),
                                                                  "tokens": shape.layout[2]},
@@ -287,6 +300,7 @@ def main() -> None:
                      "tokens_per_run": expected_tokens, "eos": "ignored; every request's length fixed",
                      "steps": "MinerU's two: every layout, then every crop", "sampling": "greedy on both sides"},
         "process_rss_before_model_bytes": baseline,
+        "weights_bytes": loaded.weights_bytes,
         "level_contexts": contexts,
         "runs": runs,
     }
@@ -317,58 +331,86 @@ def main() -> None:
         print(json.dumps(run), file=sys.stderr, flush=True)
         save()
 
-    result["summary"] = summarize(runs, contexts, context, baseline, model_dir)
+    result["summary"] = summarize(runs, contexts, context, baseline, loaded.weights_bytes, model_dir)
     save()
     print(json.dumps(result["summary"], indent=2))
 
 
-def summarize(runs: list[dict[str, Any]], contexts: dict[str, int], context: int, baseline: int,
+def header_weights_bytes(model_dir: Path) -> int:
+    """fp32 bytes of every tensor in model.safetensors (what the loader holds; tied weights stored once)."""
+    import math
+    import struct
+
+    with open(model_dir / "model.safetensors", "rb") as f:
+        header = json.loads(f.read(struct.unpack("<Q", f.read(8))[0]))
+    header.pop("__metadata__", None)
+    return 4 * sum(math.prod(t["shape"]) for t in header.values())
+
+
+def summarize(runs: list[dict[str, Any]], contexts: dict[str, int], context: int, baseline: int, weights: int,
               model_dir: Path) -> dict[str, Any]:
-    def median(side: str, concurrency: int, key: str, max_model_len: Optional[int] = None) -> float:
+    def median(side: str, concurrency: int, key: str, max_model_len: Optional[int] = None) -> Optional[float]:
         values = [r[key] for r in runs if r["side"] == side and r["concurrency"] == concurrency
                   and (max_model_len is None or r.get("max_model_len") == max_model_len)]
-        return statistics.median(values) if side != "peak" else max(values)
+        return statistics.median(values) if values else None
+
+    def ratio(ours: Optional[float], theirs: Optional[float]) -> Optional[float]:
+        return round(ours / theirs, 3) if ours is not None and theirs else None
+
+    def peak(side: str, concurrency: int) -> Optional[int]:
+        values = [r["peak_rss_bytes"] for r in runs if r["side"] == side and r["concurrency"] == concurrency
+                  and (side != "builtin" or r["max_model_len"] == context)]
+        return max(values) if values else None
 
     table = {}
     for concurrency in CONCURRENCY:
         ours = median("builtin", concurrency, "tokens_per_s", context)
         theirs = median("mineru_transformers", concurrency, "tokens_per_s")
-        peak = max(r["peak_rss_bytes"] for r in runs if r["side"] == "builtin" and r["concurrency"] == concurrency
-                   and r["max_model_len"] == context)
         table[str(concurrency)] = {
-            "builtin_tokens_per_s": ours, "mineru_tokens_per_s": theirs, "ratio": round(ours / theirs, 3),
+            "builtin_tokens_per_s": ours, "mineru_tokens_per_s": theirs, "ratio": ratio(ours, theirs),
             "builtin_pages_per_s": median("builtin", concurrency, "pages_per_s", context),
             "mineru_pages_per_s": median("mineru_transformers", concurrency, "pages_per_s"),
-            "builtin_peak_rss_bytes": peak,
-            "mineru_peak_rss_bytes": max(r["peak_rss_bytes"] for r in runs
-                                         if r["side"] == "mineru_transformers" and r["concurrency"] == concurrency),
+            "builtin_peak_rss_bytes": peak("builtin", concurrency),
+            "mineru_peak_rss_bytes": peak("mineru_transformers", concurrency),
+            "rounds": len([r for r in runs if r["side"] == "builtin" and r["concurrency"] == concurrency
+                           and r["max_model_len"] == context]),
         }
     mineru_c1 = table["1"]["mineru_tokens_per_s"]
     by_level = {}
     for level, max_model_len in contexts.items():
         ours = median("builtin", 1, "tokens_per_s", max_model_len)
         by_level[level] = {"max_model_len": max_model_len, "builtin_tokens_per_s": ours,
-                           "ratio_to_mineru_c1": round(ours / mineru_c1, 3)}
+                           "ratio_to_mineru_c1": ratio(ours, mineru_c1)}
     memory = []
     for run in runs:
         if run["side"] != "builtin":
             continue
         predicted = plan_peak(model_dir, run["concurrency"], run["max_model_len"])
+        # Strict: everything the process gained since before the model was loaded (load-time
+        # allocator retention included). Lenient: the weights held plus what the run itself added.
         used = run["peak_rss_bytes"] - baseline
+        own = weights + run["peak_rss_bytes"] - run["rss_before_bytes"]
         memory.append({"concurrency": run["concurrency"], "max_model_len": run["max_model_len"],
-                       "peak_above_baseline_bytes": used, "plan_predicted_peak_bytes": predicted,
-                       "within": used <= predicted})
+                       "round": run["round"], "peak_above_baseline_bytes": used,
+                       "weights_plus_run_growth_bytes": own, "plan_predicted_peak_bytes": predicted,
+                       "within": used <= predicted, "within_lenient": own <= predicted})
     c8 = table["8"]["ratio"]
+    level_ratios = {lv: v["ratio_to_mineru_c1"] for lv, v in by_level.items()}
+    # None = not measured (an interrupted run), never counted as met.
     return {
         "by_concurrency": table,
         "concurrency_1_by_level": by_level,
         "memory_vs_plan": memory,
         "must_hold": {
-            "concurrency_8_at_least_1.5x": {"ratio": c8, "met": c8 >= 1.5},
+            "concurrency_8_at_least_1.5x": {"ratio": c8, "met": None if c8 is None else c8 >= 1.5},
             "concurrency_1_at_least_0.95x_at_every_level": {
-                "ratios": {lv: v["ratio_to_mineru_c1"] for lv, v in by_level.items()},
-                "met": all(v["ratio_to_mineru_c1"] >= 0.95 for v in by_level.values())},
-            "peak_memory_within_plan": {"met": all(m["within"] for m in memory)},
+                "ratios": level_ratios,
+                "met": None if None in level_ratios.values() else all(r >= 0.95 for r in level_ratios.values())},
+            "peak_memory_within_plan": {
+                "met": all(m["within"] for m in memory) if memory else None,
+                "met_lenient": all(m["within_lenient"] for m in memory) if memory else None,
+                "measure": "met: peak RSS minus the process's RSS before the model was loaded; met_lenient: "
+                           "weights bytes plus the run's own RSS growth (CPU: RSS, glibc keeps freed memory)"},
         },
     }
 
