@@ -166,6 +166,18 @@ class Generator:
             self._keep(keep)
         return finished
 
+    def run(self, jobs: list[Job]) -> list[Outcome]:
+        """Run these jobs together to their end, without a scheduler (scripts and tests)."""
+        outcomes: dict[int, Outcome] = {}
+        for job in jobs:
+            done = self.prefill(job)
+            if done is not None:
+                outcomes[id(job)] = done
+        while self.rows:
+            for job, outcome in self.step():
+                outcomes[id(job)] = outcome
+        return [outcomes[id(job)] for job in jobs]
+
     def drop(self, job: Job) -> Outcome:
         """Take a row out of flight (cancelled or preempted), freeing its KV; what it had so far."""
         for i, row in enumerate(self.rows):
