@@ -1,19 +1,20 @@
-"""Run one batch of prepared jobs through model.generate, and decode each row."""
+"""The model side of the engine: encode a request, prefill it alone, then decode every row in flight
+one token per step (continuous batching; the scheduler in batcher.py decides who joins and leaves)."""
 
 from __future__ import annotations
 
 import inspect
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import torch
-from transformers import LogitsProcessorList, StaticCache, StoppingCriteriaList
 
 from mineru_fit.engines.builtin.images import fit_pixels
 from mineru_fit.engines.builtin.jobs import Job, Outcome
+from mineru_fit.engines.builtin.kvcache import RowCache
 from mineru_fit.engines.builtin.loader import LoadedModel
-from mineru_fit.engines.builtin.sampling import NoRepeatNgramOnOutput, PerRowMaxNewTokens, PresenceFrequencyPenalty
+from mineru_fit.engines.builtin.sampling import RowSampler
 
 logger = logging.getLogger(__name__)
 
@@ -39,26 +40,42 @@ class FaultInjection:
         return cls(**values)
 
     def check(self, jobs: list[Job]) -> None:
+        """jobs: the rows in flight once the last one (the one being prefilled) joins."""
         if self.min_batch is not None and len(jobs) >= self.min_batch:
             raise torch.OutOfMemoryError(f"injected: batch of {len(jobs)} >= {self.min_batch}")
         if self.min_pixels is not None:
-            for job in jobs:
+            for job in jobs[-1:]:
                 for image in job.images:
                     if image.size[0] * image.size[1] >= self.min_pixels:
                         raise torch.OutOfMemoryError(f"injected: image of {image.size} >= {self.min_pixels} px")
 
 
+
+@dataclass
+class Row:
+    """One request in flight: its sampler, what it has produced, and its next rope position."""
+
+    job: Job
+    sampler: RowSampler
+    next_position: int          # mrope position of the next token (text after an image runs ahead of the index)
+    output: list[int] = field(default_factory=list)
+
+
 class Generator:
-    """The model side of the engine: encode a request, run a batch."""
+    """The model side of the engine: encode a request, prefill it, step every row in flight."""
 
     def __init__(self, loaded: LoadedModel, faults: Optional[FaultInjection] = None,
                  max_model_len: Optional[int] = None) -> None:
         self.m = loaded
         self.faults = faults
         self.max_model_len = max_model_len
-        # transformers renamed generate's past_key_values to cache (5.2x); use what this one takes.
+        # transformers renamed forward's past_key_values to cache (5.2x); use what this one takes.
         forward = inspect.signature(loaded.model.forward).parameters
         self.cache_kwarg = "cache" if "cache" in forward else "past_key_values"
+        self.num_layers = loaded.model.config.get_text_config(decoder=True).num_hidden_layers
+        self.rows: list[Row] = []
+        self.cache = RowCache(self.num_layers, max_model_len)
+        self.steps = 0              # decode steps run (a test watches a cancelled row stop)
 
     def encode(self, job: Job) -> None:
         """Apply the chat template and the processor to one request (CPU work, any thread)."""
@@ -70,89 +87,138 @@ class Generator:
     def shrink(self, job: Job) -> Job:
         """The same request with every image at half its pixels, re-encoded."""
         smaller = [fit_pixels(im, max(self.m.min_pixels, im.size[0] * im.size[1] // 2)) for im in job.images]
-        again = Job(job.messages, smaller, job.key, job.max_new_tokens, job.requested_max_tokens, shrunk=True, seed=job.seed)
+        again = Job(job.messages, smaller, job.key, job.max_new_tokens, job.requested_max_tokens, shrunk=True,
+                    seed=job.seed)
+        again.cancelled = job.cancelled
         self.encode(again)
         # Fewer image tokens leave more room: keep the output cap the request was given.
         return again
 
-    def _collate(self, jobs: list[Job]) -> dict[str, Any]:
-        width = max(j.prompt_tokens for j in jobs)
-        pad = self.m.pad_token_id
-        ids, mask, mm = [], [], []
-        for job in jobs:
-            row = job.encoded["input_ids"][0]
-            gap = width - row.shape[0]
-            ids.append(torch.cat([torch.full((gap,), pad, dtype=row.dtype), row]))
-            mask.append(torch.cat([torch.zeros(gap, dtype=torch.long), torch.ones(row.shape[0], dtype=torch.long)]))
-            if "mm_token_type_ids" in job.encoded:
-                types = job.encoded["mm_token_type_ids"][0]
-                mm.append(torch.cat([torch.zeros(gap, dtype=types.dtype), types]))
-        batch: dict[str, Any] = {"input_ids": torch.stack(ids), "attention_mask": torch.stack(mask)}
-        if mm:
-            batch["mm_token_type_ids"] = torch.stack(mm)
-        with_images = [j.encoded for j in jobs if "pixel_values" in j.encoded]
-        if with_images:
-            batch["pixel_values"] = torch.cat([e["pixel_values"] for e in with_images]).to(self.m.dtype)
-            batch["image_grid_thw"] = torch.cat([e["image_grid_thw"] for e in with_images])
-        return {k: v.to(self.m.device) for k, v in batch.items()}
+    # The scheduler's side: who is in flight, and what they hold.
+    def running(self) -> list[Job]:
+        return [row.job for row in self.rows]
+
+    def cache_bytes(self) -> int:
+        """Bytes of KV buffers held now (what the plan's KV term bounds)."""
+        return self.cache.bytes_held()
 
     @torch.inference_mode()
-    def run(self, jobs: list[Job]) -> list[Outcome]:
-        """Generate for jobs that share a SamplingKey; raises torch.OutOfMemoryError as-is."""
+    def prefill(self, job: Job) -> Optional[Outcome]:
+        """Run the prompt (and its images) alone, sample its first token and add it to the rows in
+        flight; its Outcome when that already ends it. Raises torch.OutOfMemoryError as-is."""
         if self.faults is not None:
-            self.faults.check(jobs)
-        key = jobs[0].key
-        inputs = self._collate(jobs)
-        width = inputs["input_ids"].shape[1]
-        processors = LogitsProcessorList()
-        if key.presence_penalty or key.frequency_penalty:
-            processors.append(PresenceFrequencyPenalty(width, key.presence_penalty, key.frequency_penalty))
-        if key.ngram_size > 0:
-            processors.append(NoRepeatNgramOnOutput(width, key.ngram_size, len(jobs)))
-        limits = [j.max_new_tokens for j in jobs]
-        kwargs: dict[str, Any] = dict(
-            max_new_tokens=max(limits),
-            logits_processor=processors,
-            stopping_criteria=StoppingCriteriaList([PerRowMaxNewTokens(width, limits)]),
-            pad_token_id=self.m.pad_token_id,
-            eos_token_id=list(self.m.eos_token_ids),
-            repetition_penalty=key.repetition_penalty,
-        )
-        if self.max_model_len is not None:
-            # A static KV cache of batch × context, as the plan counts it: memory does not grow
-            # with the answer, and the caching allocator reuses the same blocks batch after batch.
-            kwargs[self.cache_kwarg] = StaticCache(config=self.m.model.config, max_cache_len=self.max_model_len)
-            kwargs["disable_compile"] = True  # recompiling per batch shape would cost more than it saves
-        if key.greedy:
-            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-        else:
-            kwargs.update(do_sample=True, temperature=key.temperature, top_p=key.top_p, top_k=key.top_k or 0)
-            if jobs[0].seed is not None:
-                torch.manual_seed(jobs[0].seed)
-        if key.ignore_eos:
-            # EOS is suppressed until the longest row's length; each row still stops at its own.
-            kwargs["min_new_tokens"] = max(limits)
-        if key.stops:
-            kwargs.update(stop_strings=list(key.stops), tokenizer=self.m.tokenizer)
-        output = self.m.model.generate(**inputs, **kwargs)
-        return [self._decode(job, output[row, width:], limit) for row, (job, limit) in enumerate(zip(jobs, limits))]
+            self.faults.check(self.running() + [job])
+        device = self.m.device
+        encoded = {k: v.to(device) for k, v in job.encoded.items() if isinstance(v, torch.Tensor)}
+        if "pixel_values" in encoded:
+            encoded["pixel_values"] = encoded["pixel_values"].to(self.m.dtype)
+        ids = encoded["input_ids"]
+        cache = RowCache(self.num_layers, self.max_model_len)
+        cache.pads = [0]
+        model = self.m.model
+        # The model computes the prompt's 3-D (mrope) positions itself on an empty cache and keeps
+        # the offset for the text after them in rope_deltas; read it back at once, per row.
+        model.model.rope_deltas = None
+        out = model(**encoded, **{self.cache_kwarg: cache}, use_cache=True, logits_to_keep=1)
+        deltas = getattr(model.model, "rope_deltas", None)
+        delta = int(deltas.reshape(-1)[0]) if isinstance(deltas, torch.Tensor) else 0
+        model.model.rope_deltas = None
+        sampler = RowSampler(job.key, ids[0], self.m.eos_token_ids, job.seed, device)
+        row = Row(job, sampler, next_position=ids.shape[1] + delta)
+        logits = out.logits[0, -1]
+        del out
+        done = self._advance(row, logits)
+        if done is not None:
+            return done
+        self.cache.merge(cache)
+        self.rows.append(row)
+        return None
 
-    def _decode(self, job: Job, tokens: torch.Tensor, limit: int) -> Outcome:
-        ids = tokens.tolist()[:limit]
-        finish = "length"
-        for i, token in enumerate(ids if not job.key.ignore_eos else ()):
-            if token in self.m.eos_token_ids:
-                ids, finish = ids[:i], "stop"
-                break
-        if finish == "length":
-            # A row that finished before the batch is padded; early without EOS = a stop string.
-            while ids and ids[-1] == self.m.pad_token_id:
-                ids.pop()
-            if len(ids) < limit:
-                finish = "stop"
-        text = self.m.tokenizer.decode(ids, skip_special_tokens=job.key.skip_special_tokens)
+    @torch.inference_mode()
+    def step(self) -> list[tuple[Job, Outcome]]:
+        """One token for every row in flight; the rows that finished leave (their KV freed)."""
+        if not self.rows:
+            return []
+        device = self.m.device
+        ids = torch.tensor([[row.output[-1]] for row in self.rows], device=device)
+        positions = torch.tensor([row.next_position for row in self.rows], device=device)
+        mask = self.cache.attention_mask(1, device)
+        width = self.cache.width
+        try:
+            out = self.m.model(input_ids=ids, attention_mask=mask, position_ids=positions.view(1, -1, 1).expand(3, -1, 1),
+                               **{self.cache_kwarg: self.cache}, use_cache=True)
+        except BaseException:
+            self.cache.rollback(width)  # the rows stay as they were: the step can be retried
+            raise
+        logits = out.logits[:, -1]
+        del out
+        self.steps += 1
+        finished: list[tuple[Job, Outcome]] = []
+        keep: list[int] = []
+        for i, row in enumerate(self.rows):
+            row.next_position += 1
+            done = self._advance(row, logits[i])
+            if done is None:
+                keep.append(i)
+            else:
+                finished.append((row.job, done))
+        if finished:
+            self._keep(keep)
+        return finished
+
+    def run(self, jobs: list[Job]) -> list[Outcome]:
+        """Run these jobs together to their end, without a scheduler (scripts and tests)."""
+        outcomes: dict[int, Outcome] = {}
+        for job in jobs:
+            done = self.prefill(job)
+            if done is not None:
+                outcomes[id(job)] = done
+        while self.rows:
+            for job, outcome in self.step():
+                outcomes[id(job)] = outcome
+        return [outcomes[id(job)] for job in jobs]
+
+    def drop(self, job: Job) -> Outcome:
+        """Take a row out of flight (cancelled or preempted), freeing its KV; what it had so far."""
+        for i, row in enumerate(self.rows):
+            if row.job is job:
+                self._keep([k for k in range(len(self.rows)) if k != i])
+                return self._finish(row, "abort")
+        raise KeyError("job not in flight")
+
+    def drop_all(self) -> list[Job]:
+        """Every row out of flight (after an error that leaves the cache in doubt)."""
+        jobs = self.running()
+        self.rows = []
+        self.cache = RowCache(self.num_layers, self.max_model_len)
+        return jobs
+
+    def _keep(self, indices: list[int]) -> None:
+        self.cache.keep(indices)
+        self.rows = [self.rows[i] for i in indices]
+
+    def _advance(self, row: Row, logits: torch.Tensor) -> Optional[Outcome]:
+        """Sample the row's next token; its Outcome when that ends the row."""
+        job = row.job
+        token = row.sampler.next_token(logits, row.output)
+        if not job.key.ignore_eos and token in self.m.eos_token_ids:
+            return self._finish(row, "stop")
+        row.output.append(token)
+        if job.key.stops:
+            # Only the tail can complete a stop string that was not there a step ago.
+            tail = self.m.tokenizer.decode(row.output[-16:], skip_special_tokens=job.key.skip_special_tokens)
+            if any(stop in tail for stop in job.key.stops):
+                return self._finish(row, "stop")
+        if len(row.output) >= job.max_new_tokens:
+            return self._finish(row, "length")
+        return None
+
+    def _finish(self, row: Row, finish: str) -> Outcome:
+        job = row.job
+        text = self.m.tokenizer.decode(row.output, skip_special_tokens=job.key.skip_special_tokens)
         for stop in job.key.stops:
             cut = text.find(stop)
             if cut >= 0:
                 text, finish = text[:cut], "stop"
-        return Outcome(text=text, finish_reason=finish, prompt_tokens=job.prompt_tokens, completion_tokens=len(ids))
+        return Outcome(text=text, finish_reason=finish, prompt_tokens=job.prompt_tokens,
+                       completion_tokens=len(row.output))

@@ -43,22 +43,24 @@ class EngineMetrics(BatchObserver):
                  memory: Optional[Callable[[], Optional[dict[str, int]]]] = None) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.running = Gauge("mineru_fit_requests_running", "requests in the batch being generated", registry=r)
+        self.running = Gauge("mineru_fit_requests_running", "requests in flight (decoding together)", registry=r)
         self.waiting = Gauge("mineru_fit_requests_waiting", "requests queued for a batch", registry=r)
         self.requests = Counter("mineru_fit_requests", "answered requests by HTTP status", ["status"], registry=r)
-        self.batch_size = Histogram("mineru_fit_batch_size", "requests per generate call", buckets=BATCH_BUCKETS, registry=r)
+        self.batch_size = Histogram("mineru_fit_batch_size", "requests in flight, observed each time a request joins or leaves", buckets=BATCH_BUCKETS, registry=r)
         self.batch_cap = Gauge("mineru_fit_batch_cap", "largest batch allowed now (lowered after OOM)", registry=r)
         self.prompt_tokens = Counter("mineru_fit_prompt_tokens", "prompt tokens processed", registry=r)
         self.generation_tokens = Counter("mineru_fit_generation_tokens", "tokens generated", registry=r)
-        self.tokens_per_s = Gauge("mineru_fit_generation_tokens_per_second", "tokens/s of the last batch", registry=r)
+        self.tokens_per_s = Gauge("mineru_fit_generation_tokens_per_second", "tokens/s over the last second of work", registry=r)
         self.kv_usage = Gauge("mineru_fit_kv_cache_usage_ratio",
-                              "share of the planned KV cache (batch × context) the running batch may fill", registry=r)
+                              "share of the planned KV cache (batch × context) the requests in flight may fill", registry=r)
         self.oom_events = Counter("mineru_fit_oom_events", "out-of-memory events by action", ["action"], registry=r)
         for action in ("split", "shrink", "rejected"):
             self.oom_events.labels(action=action)
         self.info = Gauge("mineru_fit_info", "engine, level and limits", list(info), registry=r)
         self.info.labels(**info).set(1)
         self.kv_capacity_tokens = max(1, kv_capacity_tokens)
+        self._window_tokens = 0
+        self._window_s = 0.0
         if memory is not None:
             r.register(MemoryCollector(memory))
 
@@ -68,18 +70,22 @@ class EngineMetrics(BatchObserver):
 
     def batch_started(self, size: int, tokens: int) -> None:
         self.running.set(size)
-        self.batch_size.observe(size)
-        # The most KV this batch can fill (prompts + their output caps) over the plan's KV.
+        if size:
+            self.batch_size.observe(size)
+        # The most KV the rows in flight can fill (prompts + their output caps) over the plan's KV.
         self.kv_usage.set(min(1.0, tokens / self.kv_capacity_tokens))
 
+    def generated(self, tokens: int, seconds: float) -> None:
+        # Counted as produced, so the counter stops growing the moment a request is dropped.
+        self.generation_tokens.inc(tokens)
+        self._window_tokens += tokens
+        self._window_s += seconds
+        if self._window_s >= 1.0:
+            self.tokens_per_s.set(self._window_tokens / self._window_s)
+            self._window_tokens, self._window_s = 0, 0.0
+
     def batch_finished(self, size: int, outcomes: list[Outcome], seconds: float) -> None:
-        self.running.set(0)
-        self.kv_usage.set(0)
-        generated = sum(o.completion_tokens for o in outcomes if o.ok)
-        self.generation_tokens.inc(generated)
         self.prompt_tokens.inc(sum(o.prompt_tokens for o in outcomes if o.ok))
-        if seconds > 0:
-            self.tokens_per_s.set(generated / seconds)
 
     def oom(self, action: str) -> None:
         self.oom_events.labels(action=action).inc()

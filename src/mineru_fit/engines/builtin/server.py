@@ -116,8 +116,11 @@ def build_state(options: BuiltinOptions, faults: Any = None) -> EngineState:
         kv_capacity_tokens=options.max_batch_size * options.max_model_len,
         memory=memory,
     )
-    batcher = Batcher(generator.run, max_batch=options.max_batch_size, wait_s=options.batch_wait_ms / 1000,
-                      is_oom=is_oom, release=release, shrink=generator.shrink, observer=metrics)
+    # Continuous batching within the plan: rows ≤ its batch, their tokens ≤ its KV (batch × context).
+    batcher = Batcher(generator, max_batch=options.max_batch_size,
+                      kv_budget_tokens=options.max_batch_size * options.max_model_len,
+                      wait_s=options.batch_wait_ms / 1000, is_oom=is_oom, release=release, shrink=generator.shrink,
+                      observer=metrics)
     metrics.cap_changed(options.max_batch_size)
     return EngineState(options, generator, batcher, metrics,
                        TokenBudget(options.max_model_len, options.max_new_tokens), loaded.served_name, int(time.time()))

@@ -1,0 +1,419 @@
+"""The built-in engine against mineru-vl-utils' own transformers backend, same model, same machine.
+
+One process loads the model once (fp32, on the CPU); both sides use that model object and the
+same processor, so they run the same weights on the same prompts. The workload is MinerU-shaped,
+in MinerU's two steps: per page, a layout request at 1036×1036, then content crops with a spread
+of output lengths. EOS is ignored and every request's length is fixed, so both sides generate the
+same tokens: the built-in engine with `ignore_eos` and the request's max_tokens; MinerU's
+`TransformersVlmClient.batch_predict` with a logits processor that bans EOS until the request's
+length and then forces it (MinerU ends rows with EOS; its batch runs until the longest row ends).
+
+Concurrency N = at most N requests in flight: the engine's batch cap (`--max-batch-size`) and
+MinerU's `batch_size`. Rounds interleave the two sides (and swap which goes first). Peak RSS is
+reset before each run (/proc/self/clear_refs) and read after it (VmHWM); the engine's peak above
+the process before the model was loaded is compared with the plan's predicted peak for the same
+configuration (builtin, fp32, that context and batch).
+
+    flock /tmp/realsize.lock .venv/bin/python benchmarks/engine_vs_mineru.py --model DIR [--rounds 2]
+    .venv/bin/python benchmarks/engine_vs_mineru.py --tiny --out PATH    # the tests' tiny model: JSON shape only
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Optional
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+RESULTS = Path(__file__).parent / "results" / "engine_vs_mineru.json"
+LAYOUT_PROMPT = "\nLayout Detection:"
+CONTENT_PROMPT = "\nText Recognition:"
+CONCURRENCY = (1, 4, 8)
+
+
+@dataclass(frozen=True)
+class Shape:
+    """The workload: one page's layout image and its crops (width, height, output tokens)."""
+
+    layout: tuple[int, int, int]
+    crops: tuple[tuple[int, int, int], ...]
+    pages: int
+
+
+REAL = Shape(layout=(1036, 1036, 96),
+             # Text lines to a paragraph, none below the processor's 50176-pixel floor (no upscaling).
+             crops=((896, 56, 8), (672, 84, 16), (448, 140, 24), (840, 112, 32), (616, 196, 48),
+                    (812, 224, 64), (784, 336, 96)),
+             pages=1)
+TINY = Shape(layout=(224, 224, 8), crops=((112, 56, 2), (140, 84, 3), (168, 112, 4), (196, 56, 5), (224, 112, 6)),
+             pages=2)
+
+
+def rss_bytes(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def reset_peak() -> None:
+    # Linux: writing 5 resets the peak resident set size (VmHWM) to the current one.
+    Path("/proc/self/clear_refs").write_text("5")
+
+
+def page_images(shape: Shape) -> tuple[list[Any], list[Any]]:
+    from PIL import Image, ImageDraw
+
+    def image(width: int, height: int, seed: int) -> Any:
+        im = Image.new("RGB", (width, height), "white")
+        draw = ImageDraw.Draw(im)
+        for y in range(8, height - 12, 18):
+            draw.text((10, y), f"MinerU block {seed} line {y} " * 6, fill="black")
+        return im
+
+    layouts, crops = [], []
+    for page in range(shape.pages):
+        layouts.append(image(*shape.layout[:2], seed=page))
+        crops += [image(w, h, seed=page * 100 + i) for i, (w, h, _) in enumerate(shape.crops)]
+    return layouts, crops
+
+
+class ForcedLengths:
+    """For MinerU's generate: no EOS before a row's fixed length, EOS as its last token.
+
+    Rows are known by their prompt ids (left padding stripped); the workload makes sure equal
+    prompts ask for equal lengths. One instance serves every generate call of a run."""
+
+    def __init__(self, lengths: dict[tuple[int, ...], int], eos: int, pad: int) -> None:
+        self.lengths = lengths
+        self.eos = eos
+        self.pad = pad
+        self.prompt: Any = None
+        self.rows: list[int] = []
+        self.tokens = 0
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import torch
+
+        width = 0 if self.prompt is None else self.prompt.shape[1]
+        fresh = (self.prompt is None or input_ids.shape[0] != self.prompt.shape[0] or input_ids.shape[1] <= width
+                 or not torch.equal(input_ids[:, :width], self.prompt))
+        if fresh:  # a new generate call (a new batch)
+            self.prompt = input_ids.clone()
+            width = input_ids.shape[1]
+            self.rows = []
+            for row in input_ids.tolist():
+                start = next(i for i, t in enumerate(row) if t != self.pad)
+                self.rows.append(self.lengths[tuple(row[start:])])
+        step = input_ids.shape[1] - width
+        for i, length in enumerate(self.rows):
+            if step < length - 1:
+                scores[i, self.eos] = -float("inf")
+                self.tokens += 1
+            elif step == length - 1:
+                scores[i, :] = -float("inf")
+                scores[i, self.eos] = 0.0
+                self.tokens += 1
+        return scores
+
+
+def run_mineru(mineru: Any, loaded: Any, layouts: list[Any], crops: list[Any], shape: Shape, concurrency: int,
+               lengths: dict[tuple[int, ...], int]) -> int:
+    from mineru_vl_utils.vlm_client.base_client import SamplingParams
+    from transformers import LogitsProcessorList
+
+    client = mineru.client
+    client.batch_size = concurrency
+    forced = ForcedLengths(lengths, loaded.eos_token_ids[0], loaded.pad_token_id)
+    extra = dict(logits_processor=LogitsProcessorList([forced]), eos_token_id=list(loaded.eos_token_ids),
+                 pad_token_id=loaded.pad_token_id)
+    # MinerU's two steps: every page's layout, then every crop (the crops come from the layout).
+    client.batch_predict(layouts, LAYOUT_PROMPT, SamplingParams(temperature=0.0, max_new_tokens=shape.layout[2]),
+                         **extra)
+    longest = max(n for _, _, n in shape.crops)
+    client.batch_predict(crops, CONTENT_PROMPT, SamplingParams(temperature=0.0, max_new_tokens=longest), **extra)
+    return forced.tokens
+
+
+def run_engine(loaded: Any, messages: dict[str, Any], layouts: list[Any], crops: list[Any], shape: Shape,
+               concurrency: int, max_model_len: int) -> int:
+    from mineru_fit.engines.builtin.batcher import Batcher
+    from mineru_fit.engines.builtin.generation import Generator
+    from mineru_fit.engines.builtin.jobs import Job, SamplingKey
+
+    generator = Generator(loaded, max_model_len=max_model_len)
+    key = SamplingKey.from_request(temperature=0, ignore_eos=True, skip_special_tokens=False)
+    crop_lengths = [n for _, _, n in shape.crops] * shape.pages
+
+    def job(prompt: str, image: Any, tokens: int) -> Job:
+        made = Job(messages[prompt], [image], key, tokens, tokens)
+        generator.encode(made)
+        return made
+
+    async def main() -> int:
+        import torch
+
+        batcher = Batcher(generator, max_batch=concurrency, kv_budget_tokens=concurrency * max_model_len,
+                          wait_s=0.01, is_oom=lambda e: isinstance(e, torch.OutOfMemoryError))
+        await batcher.start()
+        try:
+            total = 0
+            for prompt, images, lengths in ((LAYOUT_PROMPT, layouts, [shape.layout[2]] * len(layouts)),
+                                            (CONTENT_PROMPT, crops, crop_lengths)):
+                jobs = [job(prompt, im, n) for im, n in zip(images, lengths)]
+                outcomes = await asyncio.gather(*(batcher.submit(j) for j in jobs))
+                assert all(o.ok for o in outcomes), [o.error_message for o in outcomes if not o.ok]
+                total += sum(o.completion_tokens for o in outcomes)
+            return total
+        finally:
+            await batcher.stop()
+
+    return asyncio.run(main())
+
+
+def plan_peak(model_dir: Path, concurrency: int, max_model_len: int) -> int:
+    from mineru_fit.models import load_spec
+    from mineru_fit.planner import Hardware, PlanRequest, make_report
+
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    report = make_report(load_spec(model_dir), Hardware.cpu(total),
+                         PlanRequest(engine="builtin", level="none", model=str(model_dir), concurrency=concurrency,
+                                     max_model_len=max_model_len, dtype="float32"))
+    return report.plan.predicted_peak_bytes
+
+
+def level_contexts(model_dir: Path) -> dict[str, int]:
+    """Each model level's max_model_len for this model (none = the model's full context)."""
+    from mineru_fit.models import load_spec
+    from mineru_fit.planner.levels import LEVEL_KNOBS, MODEL_LEVELS
+
+    full = load_spec(model_dir).text.max_position_embeddings
+    return {level.value: min(LEVEL_KNOBS[level].max_model_len or full, full) for level in MODEL_LEVELS}
+
+
+def measure(side: str, fn: Any, pages: int) -> dict[str, Any]:
+    import gc
+
+    gc.collect()
+    before = rss_bytes("VmRSS")
+    reset_peak()
+    start = time.perf_counter()
+    tokens = fn()
+    seconds = time.perf_counter() - start
+    return {"side": side, "seconds": round(seconds, 2), "tokens": tokens, "tokens_per_s": round(tokens / seconds, 3),
+            "pages_per_s": round(pages / seconds, 5), "rss_before_bytes": before, "peak_rss_bytes": rss_bytes("VmHWM")}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, help="a model folder (benchmarks/realsize.py writes the real-size one)")
+    parser.add_argument("--tiny", action="store_true", help="the tests' tiny random Qwen2-VL (JSON shape, not speed)")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--summarize", action="store_true",
+                        help="only recompute the summary of --out from its runs (e.g. after an interrupted run)")
+    args = parser.parse_args()
+    if args.summarize:
+        result = json.loads(args.out.read_text())
+        model_dir = Path(result.get("model_dir") or args.model)
+        result.setdefault("model_dir", str(model_dir))
+        result.setdefault("weights_bytes", header_weights_bytes(model_dir))
+        result["summary"] = summarize(result["runs"], result["level_contexts"], result["level_contexts"]["none"],
+                                      result["process_rss_before_model_bytes"], result["weights_bytes"], model_dir)
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+        print(json.dumps(result["summary"], indent=2))
+        return
+    import torch
+    from mineru_vl_utils import MinerUClient
+
+    from mineru_fit.engines.builtin.loader import load_model
+    from mineru_fit.engines.builtin.options import BuiltinOptions
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    shape = TINY if args.tiny else REAL
+    model_dir = args.model
+    if args.tiny:
+        from fixtures.tiny_qwen2vl import build_tiny_qwen2vl
+
+        model_dir = build_tiny_qwen2vl(Path(tempfile.mkdtemp()) / "tiny")
+    if model_dir is None:
+        parser.error("--model DIR or --tiny")
+    contexts = level_contexts(model_dir)
+    context = contexts["none"]
+    baseline = rss_bytes("VmRSS")  # the interpreter with torch and transformers, before the model
+    loaded = load_model(BuiltinOptions(model=str(model_dir), device="cpu", dtype="float32", max_model_len=context,
+                                       max_new_tokens=16, max_image_pixels=1605632 if not args.tiny else 64 * 28 * 28))
+    mineru = MinerUClient(backend="transformers", model=loaded.model, processor=loaded.processor, batch_size=1,
+                          use_tqdm=False)
+    client = mineru.client
+    messages = {p: client.build_messages(p) for p in (LAYOUT_PROMPT, CONTENT_PROMPT)}
+    layouts, crops = page_images(shape)
+
+    # Both sides must see the same prompt ids; the forced lengths are looked up by them.
+    lengths: dict[tuple[int, ...], int] = {}
+    for prompt, images, wanted in ((LAYOUT_PROMPT, layouts, [shape.layout[2]] * len(layouts)),
+                                   (CONTENT_PROMPT, crops, [n for _, _, n in shape.crops] * shape.pages)):
+        text = loaded.processor.apply_chat_template(messages[prompt], add_generation_prompt=True, tokenize=False)
+        for image, n in zip(images, wanted):
+            ids = tuple(loaded.processor(text=[text], images=[image], return_tensors="pt")["input_ids"][0].tolist())
+            if lengths.setdefault(ids, n) != n:
+                raise SystemExit("two requests with the same prompt ids ask for different lengths: change a crop size")
+    expected_tokens = shape.pages * (shape.layout[2] + sum(n for _, _, n in shape.crops))
+
+    def engine(concurrency: int, max_model_len: int = context) -> Any:
+        return lambda: run_engine(loaded, messages, layouts, crops, shape, concurrency, max_model_len)
+
+    def theirs(concurrency: int) -> Any:
+        return lambda: run_mineru(mineru, loaded, layouts, crops, shape, concurrency, lengths)
+
+    # Warm both paths once (first-call allocations), untimed.
+    warm = Shape(layout=(shape.crops[0][0], shape.crops[0][1], 2), crops=shape.crops[:1], pages=1)
+    run_engine(loaded, messages, layouts[:0], crops[:1], Shape(warm.layout, ((0, 0, 2),), 1), 1, context)
+    run_mineru(mineru, loaded, [], crops[:1], Shape(warm.layout, ((0, 0, 2),), 1), 1,
+               {k: (2 if v == shape.crops[0][2] else v) for k, v in lengths.items()})
+
+    runs: list[dict[str, Any]] = []
+    command = "python benchmarks/engine_vs_mineru.py " + (
+        f"--tiny --out {args.out}" if args.tiny else f"--model {args.model} --rounds {args.rounds}")
+    result: dict[str, Any] = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),
+                    "torch": torch.__version__, "device": "cpu", "torch_threads": torch.get_num_threads()},
+        "command": command,
+        "model": "tiny random Qwen2-VL (tests)" if args.tiny else "MinerU2.5-2509 architecture, random weights",
+        "model_dir": str(model_dir),
+        "dtype": "float32",
+        "workload": {"pages_per_round": shape.pages, "layout": {"size": list(shape.layout[:2]),
+                                                                 "tokens": shape.layout[2]},
+                     "crops": [{"size": [w, h], "tokens": n} for w, h, n in shape.crops],
+                     "tokens_per_run": expected_tokens, "eos": "ignored; every request's length fixed",
+                     "steps": "MinerU's two: every layout, then every crop", "sampling": "greedy on both sides"},
+        "process_rss_before_model_bytes": baseline,
+        "weights_bytes": loaded.weights_bytes,
+        "level_contexts": contexts,
+        "runs": runs,
+    }
+
+    def save() -> None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+
+    for round_no in range(args.rounds):
+        for concurrency in CONCURRENCY:
+            sides = [("builtin", engine(concurrency)), ("mineru_transformers", theirs(concurrency))]
+            for side, fn in sides if round_no % 2 == 0 else reversed(sides):
+                run = measure(side, fn, shape.pages)
+                run.update(round=round_no, concurrency=concurrency,
+                           max_model_len=context if side == "builtin" else None)
+                if run["tokens"] != expected_tokens:
+                    raise SystemExit(f"{side} generated {run['tokens']} tokens, not {expected_tokens}")
+                runs.append(run)
+                print(json.dumps(run), file=sys.stderr, flush=True)
+                save()
+    # Concurrency 1 at every other level's context (the engine alone; MinerU has no context cap).
+    for level, max_model_len in contexts.items():
+        if max_model_len == context:
+            continue
+        run = measure("builtin", engine(1, max_model_len), shape.pages)
+        run.update(round=0, concurrency=1, max_model_len=max_model_len, level=level)
+        runs.append(run)
+        print(json.dumps(run), file=sys.stderr, flush=True)
+        save()
+
+    result["summary"] = summarize(runs, contexts, context, baseline, loaded.weights_bytes, model_dir)
+    save()
+    print(json.dumps(result["summary"], indent=2))
+
+
+def header_weights_bytes(model_dir: Path) -> int:
+    """fp32 bytes of every tensor in model.safetensors (what the loader holds; tied weights stored once)."""
+    import math
+    import struct
+
+    with open(model_dir / "model.safetensors", "rb") as f:
+        header = json.loads(f.read(struct.unpack("<Q", f.read(8))[0]))
+    header.pop("__metadata__", None)
+    return 4 * sum(math.prod(t["shape"]) for t in header.values())
+
+
+def summarize(runs: list[dict[str, Any]], contexts: dict[str, int], context: int, baseline: int, weights: int,
+              model_dir: Path) -> dict[str, Any]:
+    def median(side: str, concurrency: int, key: str, max_model_len: Optional[int] = None) -> Optional[float]:
+        values = [r[key] for r in runs if r["side"] == side and r["concurrency"] == concurrency
+                  and (max_model_len is None or r.get("max_model_len") == max_model_len)]
+        return statistics.median(values) if values else None
+
+    def ratio(ours: Optional[float], theirs: Optional[float]) -> Optional[float]:
+        return round(ours / theirs, 3) if ours is not None and theirs else None
+
+    def peak(side: str, concurrency: int) -> Optional[int]:
+        values = [r["peak_rss_bytes"] for r in runs if r["side"] == side and r["concurrency"] == concurrency
+                  and (side != "builtin" or r["max_model_len"] == context)]
+        return max(values) if values else None
+
+    table = {}
+    for concurrency in CONCURRENCY:
+        ours = median("builtin", concurrency, "tokens_per_s", context)
+        theirs = median("mineru_transformers", concurrency, "tokens_per_s")
+        table[str(concurrency)] = {
+            "builtin_tokens_per_s": ours, "mineru_tokens_per_s": theirs, "ratio": ratio(ours, theirs),
+            "builtin_pages_per_s": median("builtin", concurrency, "pages_per_s", context),
+            "mineru_pages_per_s": median("mineru_transformers", concurrency, "pages_per_s"),
+            "builtin_peak_rss_bytes": peak("builtin", concurrency),
+            "mineru_peak_rss_bytes": peak("mineru_transformers", concurrency),
+            "rounds": len([r for r in runs if r["side"] == "builtin" and r["concurrency"] == concurrency
+                           and r["max_model_len"] == context]),
+        }
+    mineru_c1 = table["1"]["mineru_tokens_per_s"]
+    by_level = {}
+    for level, max_model_len in contexts.items():
+        ours = median("builtin", 1, "tokens_per_s", max_model_len)
+        by_level[level] = {"max_model_len": max_model_len, "builtin_tokens_per_s": ours,
+                           "ratio_to_mineru_c1": ratio(ours, mineru_c1)}
+    memory = []
+    for run in runs:
+        if run["side"] != "builtin":
+            continue
+        predicted = plan_peak(model_dir, run["concurrency"], run["max_model_len"])
+        # Strict: everything the process gained since before the model was loaded (load-time
+        # allocator retention included). Lenient: the weights held plus what the run itself added.
+        used = run["peak_rss_bytes"] - baseline
+        own = weights + run["peak_rss_bytes"] - run["rss_before_bytes"]
+        memory.append({"concurrency": run["concurrency"], "max_model_len": run["max_model_len"],
+                       "round": run["round"], "peak_above_baseline_bytes": used,
+                       "weights_plus_run_growth_bytes": own, "plan_predicted_peak_bytes": predicted,
+                       "within": used <= predicted, "within_lenient": own <= predicted})
+    c8 = table["8"]["ratio"]
+    level_ratios = {lv: v["ratio_to_mineru_c1"] for lv, v in by_level.items()}
+    # None = not measured (an interrupted run), never counted as met.
+    return {
+        "by_concurrency": table,
+        "concurrency_1_by_level": by_level,
+        "memory_vs_plan": memory,
+        "must_hold": {
+            "concurrency_8_at_least_1.5x": {"ratio": c8, "met": None if c8 is None else c8 >= 1.5},
+            "concurrency_1_at_least_0.95x_at_every_level": {
+                "ratios": level_ratios,
+                "met": None if None in level_ratios.values() else all(r >= 0.95 for r in level_ratios.values())},
+            "peak_memory_within_plan": {
+                "met": all(m["within"] for m in memory) if memory else None,
+                "met_lenient": all(m["within_lenient"] for m in memory) if memory else None,
+                "measure": "met: peak RSS minus the process's RSS before the model was loaded; met_lenient: "
+                           "weights bytes plus the run's own RSS growth (CPU: RSS, glibc keeps freed memory)"},
+        },
+    }
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,39 @@
+"""benchmarks/engine_vs_mineru.py at tiny size: both sides generate the same tokens and the JSON
+carries what docs/builtin-engine.md reports (no speed assertion: speed lives in the benchmark)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+pytest.importorskip("mineru_vl_utils")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_tiny_run_writes_every_side_concurrency_level_and_verdict(tmp_path: Path) -> None:
+    out = tmp_path / "engine_vs_mineru.json"
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "engine_vs_mineru.py"), "--tiny", "--rounds", "1",
+                           "--out", str(out)], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert result["command"].startswith("python benchmarks/engine_vs_mineru.py --tiny")
+    runs = result["runs"]
+    # Every run generated exactly the workload's tokens, on both sides, at concurrency 1, 4 and 8.
+    assert {(r["side"], r["concurrency"]) for r in runs} == {
+        (side, c) for side in ("builtin", "mineru_transformers") for c in (1, 4, 8)}
+    assert all(r["tokens"] == result["workload"]["tokens_per_run"] and r["peak_rss_bytes"] > 0 for r in runs)
+    summary = result["summary"]
+    assert set(summary["by_concurrency"]) == {"1", "4", "8"}
+    assert set(summary["concurrency_1_by_level"]) == {"none", "basic", "aggressive", "extreme"}
+    assert all(m["plan_predicted_peak_bytes"] > 0 for m in summary["memory_vs_plan"])
+    verdicts = summary["must_hold"]
+    assert set(verdicts) == {"concurrency_8_at_least_1.5x", "concurrency_1_at_least_0.95x_at_every_level",
+                             "peak_memory_within_plan"}
+    assert all(isinstance(v["met"], bool) for v in verdicts.values())
