@@ -242,6 +242,34 @@ def test_hostile_requests_leave_the_engine_peak_memory_where_it_was(model_dir: P
         proc.wait(timeout=60)
 
 
+class _RunAsRows:
+    """The batcher's Rows over a fake's run(jobs): requests join, and one step answers them all."""
+
+    def __init__(self, run: Any) -> None:
+        self.run = run
+        self.jobs: list[Any] = []
+
+    def running(self) -> list[Any]:
+        return list(self.jobs)
+
+    def prefill(self, job: Any) -> None:
+        self.jobs.append(job)
+
+    def step(self) -> list[tuple[Any, Any]]:
+        jobs, self.jobs = self.jobs, []
+        return list(zip(jobs, self.run(jobs)))
+
+    def drop(self, job: Any) -> Any:
+        from mineru_fit.engines.builtin.jobs import CANCELLED_STATUS, Outcome
+
+        self.jobs.remove(job)
+        return Outcome(error_status=CANCELLED_STATUS, error_message="cancelled")
+
+    def drop_all(self) -> list[Any]:
+        jobs, self.jobs = self.jobs, []
+        return jobs
+
+
 def _fake_state(generator: Any) -> Any:
     """An engine's state around a fake generator (encode, run, m.max_pixels): the HTTP side is real."""
     from mineru_fit.engines.builtin.batcher import Batcher
@@ -251,7 +279,8 @@ def _fake_state(generator: Any) -> Any:
 
     options = BuiltinOptions(model="fake", device="cpu", max_model_len=CONTEXT, max_new_tokens=16, max_batch_size=2,
                              max_image_pixels=IMAGE_PIXELS)
-    return EngineState(options, generator, Batcher(generator.run, max_batch=2, wait_s=0, is_oom=lambda e: False),
+    batcher = Batcher(_RunAsRows(generator.run), max_batch=2, wait_s=0, is_oom=lambda e: False)
+    return EngineState(options, generator, batcher,
                        EngineMetrics(info={"engine": "fake"}, kv_capacity_tokens=CONTEXT), TokenBudget(CONTEXT, 16),
                        "fake", 0)
 
@@ -354,14 +383,14 @@ def test_a_deleted_parse_job_cancels_its_requests_in_the_engine(model_dir: Path,
     seen: list[Any] = []
     pdf = pdf_with_pages(tmp_path / "one.pdf", ["text:A page for the engine"]).read_bytes()
     with running_builtin(engine_options(model_dir, max_model_len=2048, max_image_pixels=1_605_632)) as (engine, state):
-        generate = state.batcher.run
+        prefill = state.batcher.rows.prefill
 
-        def held(jobs: list[Any]) -> list[Any]:
-            seen.extend(jobs)
+        def held(job: Any) -> Any:  # each request is held as it joins the rows in flight
+            seen.append(job)
             release.wait(timeout=120)
-            return generate(jobs)
+            return prefill(job)
 
-        state.batcher.run = held
+        state.batcher.rows.prefill = held
         try:
             info = EngineInfo(url=engine, kind="builtin", reason="the tiny engine", max_model_len=2048, concurrency=1)
             core = ServiceCore(ServiceConfig(data_dir=tmp_path / "data", workers=1, engine=info))
@@ -380,3 +409,32 @@ def test_a_deleted_parse_job_cancels_its_requests_in_the_engine(model_dir: Path,
                 assert all(job.cancelled for job in seen)
         finally:
             release.set()
+
+
+def test_a_client_that_goes_away_stops_its_generation_in_the_real_engine(model_dir: Path,
+                                                                          record_property: Any) -> None:
+    """End to end on the tiny engine: the HTTP side flags the job, the scheduler drops its row between
+    steps — the engine stops generating for nobody, and the next request is served at once."""
+    import time
+
+    with running_builtin(engine_options(model_dir, max_model_len=2048, max_new_tokens=16)) as (base, state):
+        port = int(base.rsplit(":", 1)[1])
+        body = json.dumps(hello(max_tokens=1900, ignore_eos=True)).encode()
+        sock = socket.create_connection(("127.0.0.1", port), timeout=60)
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        deadline = time.monotonic() + 60
+        while state.generator.steps < 5 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert state.generator.steps >= 5, "the long request never started"
+        sock.close()  # the client gives up a few steps into 1900 tokens
+        deadline = time.monotonic() + 60
+        while state.generator.running() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not state.generator.running(), "the engine is still generating for a client that left"
+        steps = state.generator.steps
+        record_property("answer", f"dropped after {steps} of 1900 steps")
+        assert steps < 1900
+        time.sleep(0.5)
+        assert state.generator.steps == steps  # nothing runs for nobody
+        assert httpx.post(f"{base}/v1/chat/completions", json=hello(), timeout=60).status_code == 200

@@ -205,8 +205,10 @@ class Generator:
             return self._finish(row, "stop")
         row.output.append(token)
         if job.key.stops:
-            # Only the tail can complete a stop string that was not there a step ago.
-            tail = self.m.tokenizer.decode(row.output[-16:], skip_special_tokens=job.key.skip_special_tokens)
+            # Only the tail can complete a stop string that was not there a step ago. A token is at
+            # least one byte and a character at most 4, so this many tokens hold the longest stop.
+            span = 4 * max(len(stop) for stop in job.key.stops) + 1
+            tail = self.m.tokenizer.decode(row.output[-span:], skip_special_tokens=job.key.skip_special_tokens)
             if any(stop in tail for stop in job.key.stops):
                 return self._finish(row, "stop")
         if len(row.output) >= job.max_new_tokens:

@@ -35,11 +35,11 @@ MAX_JSON_DEPTH = 64
 # type, text, image_url, url); vendor extras and sampling fields get 1024 more.
 JSON_VALUES_PER_MESSAGE = 8
 JSON_VALUES_BESIDE_MESSAGES = 1024
-# OpenAI's API takes up to 4 stop sequences (MinerU sends none). transformers' stop-string matcher
-# builds a table of vocabulary × (stops × (positions + end overlaps) + 1) int32 — both counts up to
-# a stop's length, so at most vocabulary × (2 × characters + stops + 1) — and keeps the last 8 for
-# the life of the process. A 400 KB stop cost ~0.8 GB with the tiny test vocabulary and would cost
-# ~0.5 TB with Qwen2's 151,646 tokens; 32 characters in all keep one table under ~42 MB there.
+# OpenAI's API takes up to 4 stop sequences (MinerU sends none). Each decode step decodes a tail of
+# 4 tokens per character of the longest stop for every row that has stops (generation.py), and the
+# answer is searched for each: cost per step grows with their length. (Before the engine ran its
+# own decode loop, transformers' stop-string table — vocabulary × stop length, 8 kept cached — made
+# a 400 KB stop cost ~0.8 GB; 32 characters in all is still plenty for real stop sequences.)
 MAX_STOP_STRINGS = 4
 MAX_STOP_CHARS = 32
 # No token of a byte-level BPE vocabulary spans more than a few dozen characters of ordinary
