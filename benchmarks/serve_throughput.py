@@ -1,7 +1,7 @@
 """Requests/s and tokens/s of the built-in engine at concurrency 1, 4 and 16.
 
 The tiny random Qwen2-VL from the tests, on the CPU (or the GPU when there is one): the
-numbers measure the server, the batcher and transformers' generate loop, not a real model.
+numbers measure the server, the batcher and the engine's decode loop, not a real model.
 The real-size architecture with random weights on a GPU is measured by issue 8's
 benchmarks. Writes benchmarks/results/serve_throughput.json with the machine, date and command.
 
