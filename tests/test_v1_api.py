@@ -262,6 +262,26 @@ def test_the_retention_round_clears_v1_leftovers_when_the_service_starts(tmp_pat
     assert not stale.exists()
 
 
+def test_stopping_the_service_closes_the_v1_store(tmp_path: Path) -> None:
+    import os
+
+    def open_v1_files() -> list[str]:
+        found = []
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                link = os.readlink(f"/proc/self/fd/{fd}")
+            except FileNotFoundError:  # listdir's own descriptor, closed by now
+                continue
+            if link.startswith(str(tmp_path / "data" / "v1")):
+                found.append(link)
+        return found
+
+    with TestClient(build_app(ServiceConfig(data_dir=tmp_path / "data", workers=1), ui=False)) as service:
+        assert service.get("/v1/files/nope").status_code == 404  # the /v1 store is open now
+        assert open_v1_files()
+    assert open_v1_files() == []
+
+
 def test_retention_takes_a_deleted_jobs_zip_and_the_bytes_of_expired_uploads(client: httpx.Client, data_dir: Path,
                                                                              tmp_path: Path) -> None:
     """Last in this file: the round below runs two hours ahead, so every upload made above has expired."""

@@ -61,6 +61,7 @@ class ServiceCore:
         self._job_seconds = 5.0           # a running average, for Retry-After
         self._sweeper: Optional[asyncio.Task[None]] = None
         self.sweepers: list[Callable[[float], None]] = []  # more to clean each retention round (given its cutoff)
+        self.closers: list[Callable[[], None]] = []  # what routes beside the core opened (the /v1 store), closed last
 
     # --- life --------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -95,6 +96,8 @@ class ServiceCore:
                 logger.warning("could not requeue running jobs on the way out: %s", exc)
             self.store.close()
             self.store = None
+        for close in self.closers:
+            close()
 
     async def __aenter__(self) -> "ServiceCore":
         await self.start()

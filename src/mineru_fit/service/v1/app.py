@@ -25,6 +25,7 @@ def mount_v1(app: FastAPI, core: ServiceCore) -> V1Context:
     """Add the /v1 routes over `core` to `app` (the 2.x routes keep their own error body)."""
     ctx = V1Context(core)
     core.sweepers.append(lambda cutoff: retention.sweep(ctx.store, ctx.core_jobs, cutoff))
+    core.closers.append(ctx.close)  # the /v1 store's connection ends with the service, not with the process
     app.include_router(resources.build_router(ctx))
     app.include_router(parse.build_router(ctx))
     app.add_exception_handler(errors.V1Error, lambda _r, exc: errors.response(exc))  # type: ignore[arg-type]
