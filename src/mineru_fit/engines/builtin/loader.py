@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from mineru_fit.engines.builtin import hostmemory
 from mineru_fit.engines.builtin.options import BuiltinOptions
 from mineru_fit.errors import MissingExtraError, ModelNotFoundError
 
@@ -104,6 +105,9 @@ def load_model(options: BuiltinOptions) -> LoadedModel:
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
     served = options.served_model_name or _served_name(options.model, model_dir)
     weights = weights_bytes(model)
+    if device.type == "cpu":
+        # On the CPU the plan is RSS: what the loader's threads freed (bf16 → fp32 copies) goes back.
+        hostmemory.give_back_free_memory()
     logger.info("loaded %s on %s as %s: %.1f MiB of weights", served, device, options.dtype, weights / 2**20)
     return LoadedModel(model, processor, tokenizer, device, dtype, served, model_dir, weights,
                        min_pixels, max_pixels, pad, eos)
