@@ -108,8 +108,19 @@ def test_old_gpu_gets_float16_and_refuses_bfloat16(spec):
 def test_cpu_plans_the_builtin_engine_in_float32():
     hw = Hardware.cpu(available_bytes=16 * GIB)
     report = make_report(default_spec(), hw, PlanRequest(engine="builtin"))
-    assert report.plan.dtype == "float32" and report.plan.terms["runtime"] == 0
+    # No CUDA context on a CPU; the processor, its work on an image and the loaded code share the
+    # RAM the plan budgets.
+    assert report.plan.dtype == "float32" and report.plan.terms["runtime"] > C.CPU_RUNTIME_BYTES
     assert report.plan.env.get("MINERU_DEVICE_MODE") == "cpu"
+
+
+def test_cpu_plan_counts_the_heap_a_prefill_leaves_behind():
+    # glibc's heap keeps what a prefill frees (measured ~1.9x the activations): a CPU plan's margin
+    # is as large as its activations, a GPU's caching allocator gets its 10%.
+    cpu = make_report(default_spec(), Hardware.cpu(available_bytes=16 * GIB), PlanRequest(engine="builtin")).plan
+    gpu = make_report(default_spec(), Hardware.from_vram(24), PlanRequest(engine="builtin")).plan
+    assert cpu.terms["margin"] == max(C.ALLOCATOR_MARGIN_MIN_BYTES, cpu.terms["activations"])
+    assert gpu.terms["margin"] == max(C.ALLOCATOR_MARGIN_MIN_BYTES, int(0.10 * gpu.terms["activations"]))
 
 
 def test_extreme_disables_cuda_graphs_in_every_engine(spec):

@@ -59,6 +59,17 @@ LOGITS_COPIES = 2
 # CUDA context + cuBLAS/cuDNN workspaces of one torch process. ESTIMATE: typically
 # 300–600 MiB with lazy module loading; the larger end is taken.
 CUDA_CONTEXT_BYTES = 512 * MIB
+# The built-in engine on the CPU: what its process holds besides the weights once the model is
+# loaded, in the RAM the plan budgets (on a GPU this is host memory, outside the plan): the image
+# processor and tokenizer (122 MiB), the transformers code imported to load the model, Python's heap.
+# ESTIMATE: 395–416 MiB measured above the weights right after load_model, in five fresh processes
+# (realsize folder, fp32, 2-core CPU, 2026-12-01; benchmarks/engine_vs_mineru.py --memory records
+# it per run as after_load_above_baseline_bytes); rounded up.
+CPU_RUNTIME_BYTES = 448 * MIB
+# ... and the processor's work on an image (resize, normalise, cut into patches, in float32 numpy
+# arrays) on the same heap, in copies of the pixel values it hands over. ESTIMATE: encoding one
+# 1036×1036 page raised RSS by 98 MiB, 4.0× its 24.6 MiB of pixel values (same machine and date).
+CPU_PREPROCESS_COPIES = 4
 # SGLang reserves 512 MiB for "constant metadata" in its own default heuristic
 # (server_args._handle_gpu_memory_settings).
 SGLANG_METADATA_BYTES = 512 * MIB
@@ -112,6 +123,11 @@ CUDA_GRAPH_BASE_BYTES = 64 * MIB
 # The caching allocator rounds and fragments: a share of the dynamic memory, at least a floor.
 ALLOCATOR_MARGIN_FRACTION = 0.10
 ALLOCATOR_MARGIN_MIN_BYTES = 64 * MIB
+# On the CPU the allocator is glibc's heap, which fragments under a prefill's activations and keeps
+# what it freed (engines/builtin/hostmemory.py). ESTIMATE: a 1036×1036 layout page's prefill on the
+# real-size architecture in fp32 raised RSS by 794–820 MiB against 420 MiB of activations (1.9–1.95×;
+# 2-core CPU, 2026-12-01): the margin is this share of the activations.
+CPU_HEAP_MARGIN_FRACTION = 1.0
 # `auto` keeps this share of the budget free: the planner may under-predict by up to 3%
 # (issue 8's bound), and an under-prediction is an OOM.
 FIT_HEADROOM_FRACTION = 0.03

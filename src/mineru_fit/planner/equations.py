@@ -115,8 +115,11 @@ def size_builtin(spec: ModelSpec, hw: Hardware, r: Resolved) -> Sizing:
     act = max(vision, llm + held) + T.logits_bytes(spec, r.batch)
     if r.quant is not Quant.none:
         act += T.largest_linear_bytes(spec, r.dtype)
-    runtime = cuda_context_bytes(hw.name)[0] if hw.is_cuda else 0
-    margin = T.allocator_margin_bytes(act)
+    if hw.is_cuda:
+        runtime = cuda_context_bytes(hw.name)[0]
+    else:  # the processor, its work on the largest image and the loaded code share the RAM budgeted
+        runtime = C.CPU_RUNTIME_BYTES + C.CPU_PREPROCESS_COPIES * T.pixel_values_bytes(spec, r.context.max_image_tokens)
+    margin = T.allocator_margin_bytes(act, cpu=hw.device == "cpu")
     terms = _terms(weights, kv, act, 0, runtime, margin)
     problems: list[str] = []
     # The cap (set_per_process_memory_fraction) covers the caching allocator, not the context.

@@ -80,9 +80,14 @@ def vision_activation_bytes(spec: ModelSpec, llm_tokens: int, act_bytes: int) ->
     """
     v = spec.vision
     patches = llm_tokens * v.spatial_merge_size**2
-    per_patch = v.embed_dim * C.VISION_ACT_WIDTHS * act_bytes
-    pixel_values = v.in_channels * v.temporal_patch_size * v.patch_size**2 * 4
-    return int(patches * (per_patch + pixel_values))
+    return int(patches * v.embed_dim * C.VISION_ACT_WIDTHS * act_bytes) + pixel_values_bytes(spec, llm_tokens)
+
+
+def pixel_values_bytes(spec: ModelSpec, llm_tokens: int) -> int:
+    """The float32 pixel values the processor hands over for images worth `llm_tokens` tokens."""
+    v = spec.vision
+    patches = llm_tokens * v.spatial_merge_size**2
+    return patches * v.in_channels * v.temporal_patch_size * v.patch_size**2 * 4
 
 
 def llm_prefill_activation_bytes(spec: ModelSpec, tokens: int, act_bytes: int) -> int:
@@ -101,6 +106,8 @@ def cuda_graph_bytes(max_batch: int) -> int:
     return C.CUDA_GRAPH_BASE_BYTES + max_batch * C.CUDA_GRAPH_BYTES_PER_BS
 
 
-def allocator_margin_bytes(dynamic_bytes: int) -> int:
-    """Rounding and fragmentation of the caching allocator over the memory that comes and goes."""
-    return max(C.ALLOCATOR_MARGIN_MIN_BYTES, int(dynamic_bytes * C.ALLOCATOR_MARGIN_FRACTION))
+def allocator_margin_bytes(dynamic_bytes: int, cpu: bool = False) -> int:
+    """Rounding and fragmentation of the allocator over the memory that comes and goes: CUDA's
+    caching allocator on a GPU, glibc's heap on the CPU."""
+    fraction = C.CPU_HEAP_MARGIN_FRACTION if cpu else C.ALLOCATOR_MARGIN_FRACTION
+    return max(C.ALLOCATOR_MARGIN_MIN_BYTES, int(dynamic_bytes * fraction))
