@@ -37,3 +37,17 @@ def test_tiny_run_writes_every_side_concurrency_level_and_verdict(tmp_path: Path
     assert set(verdicts) == {"concurrency_8_at_least_1.5x", "concurrency_1_at_least_0.95x_at_every_level",
                              "peak_memory_within_plan"}
     assert all(isinstance(v["met"], bool) for v in verdicts.values())
+
+    # --memory: the engine alone, a fresh process per configuration, becomes the memory verdict.
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "engine_vs_mineru.py"), "--tiny", "--memory",
+                           "--out", str(out)], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(out.read_text())
+    isolated = result["memory_isolated"]["runs"]
+    # The tiny model's levels share one context: concurrency 1, 4 and 8 at it, each measured.
+    assert [(r["concurrency"], r["max_model_len"]) for r in isolated] == [(1, 2048), (4, 2048), (8, 2048)]
+    assert all(r["tokens"] == result["workload"]["tokens_per_run"] for r in isolated)
+    assert all(0 < r["peak_above_baseline_bytes"] and r["plan_predicted_peak_bytes"] > 0 for r in isolated)
+    verdict = result["summary"]["must_hold"]["peak_memory_within_plan"]
+    assert verdict["measure"].startswith("the engine alone")
+    assert verdict["met"] == all(r["peak_above_baseline_bytes"] <= r["plan_predicted_peak_bytes"] for r in isolated)
