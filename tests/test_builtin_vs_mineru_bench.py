@@ -51,3 +51,16 @@ def test_tiny_run_writes_every_side_concurrency_level_and_verdict(tmp_path: Path
     verdict = result["summary"]["must_hold"]["peak_memory_within_plan"]
     assert verdict["measure"].startswith("the engine alone")
     assert verdict["met"] == all(r["peak_above_baseline_bytes"] <= r["plan_predicted_peak_bytes"] for r in isolated)
+
+
+def test_ceiling_times_the_prefill_no_scheduler_removes(tmp_path: Path) -> None:
+    out = tmp_path / "engine_ceiling.json"
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "engine_ceiling.py"), "--tiny", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(out.read_text())
+    # MinerU generated the whole workload (2 pages of the tiny shape: 56 tokens), the engine decoded.
+    assert result["mineru_tokens"] == 56 and result["engine_decode_steps"] > 0
+    assert result["engine_prefill_s"] > 0 and result["mineru_concurrency_8_s"] > 0
+    # The ceiling leaves decode out, so it is never below what this engine reached with its decode.
+    assert result["ceiling_ratio_free_decode"] >= result["ratio_prefill_alone_then_decode_together"] > 0
