@@ -62,9 +62,9 @@ CUDA_CONTEXT_BYTES = 512 * MIB
 # The built-in engine on the CPU: what its process holds besides the weights once the model is
 # loaded, in the RAM the plan budgets (on a GPU this is host memory, outside the plan): the image
 # processor and tokenizer (122 MiB), the transformers code imported to load the model, Python's heap.
-# ESTIMATE: 395–416 MiB measured above the weights right after load_model, in five fresh processes
-# (realsize folder, fp32, 2-core CPU, 2026-12-01; benchmarks/engine_vs_mineru.py --memory records
-# it per run as after_load_above_baseline_bytes); rounded up.
+# ESTIMATE: 395–418 MiB measured above the weights right after load_model in eight fresh processes
+# (realsize folder, fp32, 2-core CPU, 2026-12-01: six runs of benchmarks/engine_vs_mineru.py --memory,
+# which records it as after_load_above_baseline_bytes, and two profiles); rounded up.
 CPU_RUNTIME_BYTES = 448 * MIB
 # ... and the processor's work on an image (resize, normalise, cut into patches, in float32 numpy
 # arrays) on the same heap, in copies of the pixel values it hands over. ESTIMATE: encoding one
