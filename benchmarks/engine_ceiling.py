@@ -86,12 +86,7 @@ def main() -> None:
             steps += 1
         decode_s += time.perf_counter() - start
 
-    lengths: dict[tuple[int, ...], int] = {}
-    for prompt, images, wanted in ((B.LAYOUT_PROMPT, layouts, [shape.layout[2]] * len(layouts)),
-                                   (B.CONTENT_PROMPT, crops, crop_lengths)):
-        text = loaded.processor.apply_chat_template(messages[prompt], add_generation_prompt=True, tokenize=False)
-        for image, n in zip(images, wanted):
-            lengths[tuple(loaded.processor(text=[text], images=[image], return_tensors="pt")["input_ids"][0].tolist())] = n
+    lengths = B.forced_lengths(loaded, messages, layouts, crops, shape)
     start = time.perf_counter()
     tokens = B.run_mineru(mineru, loaded, layouts, crops, shape, CONCURRENCY, lengths)
     mineru_s = time.perf_counter() - start

@@ -136,6 +136,21 @@ class ForcedLengths:
         return scores
 
 
+def forced_lengths(loaded: Any, messages: dict[str, Any], layouts: list[Any], crops: list[Any],
+                   shape: Shape) -> dict[tuple[int, ...], int]:
+    """Each request's output length by its prompt ids, as ForcedLengths looks it up (both sides
+    must see the same prompt ids)."""
+    lengths: dict[tuple[int, ...], int] = {}
+    for prompt, images, wanted in ((LAYOUT_PROMPT, layouts, [shape.layout[2]] * len(layouts)),
+                                   (CONTENT_PROMPT, crops, [n for _, _, n in shape.crops] * shape.pages)):
+        text = loaded.processor.apply_chat_template(messages[prompt], add_generation_prompt=True, tokenize=False)
+        for image, n in zip(images, wanted):
+            ids = tuple(loaded.processor(text=[text], images=[image], return_tensors="pt")["input_ids"][0].tolist())
+            if lengths.setdefault(ids, n) != n:
+                raise SystemExit("two requests with the same prompt ids ask for different lengths: change a crop size")
+    return lengths
+
+
 def run_mineru(mineru: Any, loaded: Any, layouts: list[Any], crops: list[Any], shape: Shape, concurrency: int,
                lengths: dict[tuple[int, ...], int]) -> int:
     from mineru_vl_utils.vlm_client.base_client import SamplingParams
@@ -282,15 +297,7 @@ def main() -> None:
     messages = {p: client.build_messages(p) for p in (LAYOUT_PROMPT, CONTENT_PROMPT)}
     layouts, crops = page_images(shape)
 
-    # Both sides must see the same prompt ids; the forced lengths are looked up by them.
-    lengths: dict[tuple[int, ...], int] = {}
-    for prompt, images, wanted in ((LAYOUT_PROMPT, layouts, [shape.layout[2]] * len(layouts)),
-                                   (CONTENT_PROMPT, crops, [n for _, _, n in shape.crops] * shape.pages)):
-        text = loaded.processor.apply_chat_template(messages[prompt], add_generation_prompt=True, tokenize=False)
-        for image, n in zip(images, wanted):
-            ids = tuple(loaded.processor(text=[text], images=[image], return_tensors="pt")["input_ids"][0].tolist())
-            if lengths.setdefault(ids, n) != n:
-                raise SystemExit("two requests with the same prompt ids ask for different lengths: change a crop size")
+    lengths = forced_lengths(loaded, messages, layouts, crops, shape)
     expected_tokens = shape.pages * (shape.layout[2] + sum(n for _, _, n in shape.crops))
 
     def engine(concurrency: int, max_model_len: int = context) -> Any:

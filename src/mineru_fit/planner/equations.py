@@ -119,6 +119,7 @@ def size_builtin(spec: ModelSpec, hw: Hardware, r: Resolved) -> Sizing:
         runtime = cuda_context_bytes(hw.name)[0]
     else:  # the processor, its work on the largest image and the loaded code share the RAM budgeted
         runtime = C.CPU_RUNTIME_BYTES + C.CPU_PREPROCESS_COPIES * T.pixel_values_bytes(spec, r.context.max_image_tokens)
+    # glibc's heap on the CPU; MPS, like CUDA, has a caching allocator (its RAM still holds the processor).
     margin = T.allocator_margin_bytes(act, cpu=hw.device == "cpu")
     terms = _terms(weights, kv, act, 0, runtime, margin)
     problems: list[str] = []
