@@ -5,7 +5,8 @@ Pure functions of the record, so the thresholds are tested without a GPU:
 - no level under-predicted by more than 3%;
 - the extreme level's peak at most 1.15× its physical floor;
 - the monitor's sampled peak within 2% of NVML's own per-process figure;
-and what the OOM burst and the throughput runs must show (every request answered, and so on).
+and what the OOM burst and the throughput runs must show (every request answered, and so on), and
+the built-in engine's speed against MinerU's own transformers backend (issue 15).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ ERROR_PCT = 5.0
 UNDER_PCT = 3.0
 FLOOR_RATIO = 1.15
 MONITOR_PCT = 2.0
+SPEED_C8 = 1.5   # issue 15: tokens/s at concurrency 8, against MinerU's transformers backend
+SPEED_C1 = 0.95  # issue 15: at concurrency 1, at every level's context
 
 
 def _check(name: str, ok: Optional[bool], detail: str) -> dict[str, Any]:
@@ -143,6 +146,35 @@ def throughput_checks(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             checks.append(_check(name, row["statuses"] == {"200": row["requests"]},
                                  f"{row['requests_per_s']} req/s, {row['tokens_per_s']} tok/s, {row['statuses']}"))
     return checks
+
+
+def engine_checks(result: Optional[dict[str, Any]], na_reason: Optional[str] = None) -> list[dict[str, Any]]:
+    """The engine's two speed must-holds from engine_vs_mineru.py's summary. A configuration the
+    time box left out is never counted as met: a ratio under its limit fails, and the check passes
+    only when everything it names was measured."""
+    name8 = f"engine: concurrency 8 at least {SPEED_C8:g}× MinerU's transformers backend"
+    name1 = f"engine: concurrency 1 at least {SPEED_C1:g}× it at every level's context"
+    if not result or "summary" not in result:
+        return [_check(name8, None, "not run"), _check(name1, None, "not run")]
+    summary = result["summary"]
+    row = summary["by_concurrency"]["8"]
+    pages = (result.get("workload") or {}).get("pages_per_round")
+    if row["ratio"] is None:
+        c8 = _check(name8, None, "not measured (left out by the time box)")
+    else:
+        c8 = _check(name8, None if na_reason else row["ratio"] >= SPEED_C8,
+                    f"{row['ratio']}×: {row['builtin_tokens_per_s']} vs {row['mineru_tokens_per_s']} tokens/s, "
+                    f"{pages} pages, {result.get('dtype')}" + (f" ({na_reason})" if na_reason else ""))
+    ratios = {level: v["ratio_to_mineru_c1"] for level, v in summary["concurrency_1_by_level"].items()}
+    measured = {level: r for level, r in ratios.items() if r is not None}
+    detail = ", ".join(f"{level} {r}×" for level, r in measured.items()) or "nothing measured"
+    missing = sorted(set(ratios) - set(measured))
+    if missing:
+        detail += f"; not measured: {', '.join(missing)}"
+    ok: Optional[bool] = None
+    if measured and not na_reason:
+        ok = False if min(measured.values()) < SPEED_C1 else (True if not missing else None)
+    return [c8, _check(name1, ok, detail + (f" ({na_reason})" if na_reason else ""))]
 
 
 def verdict(checks: list[dict[str, Any]]) -> str:

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 from gpu_checks import (
-    memory_checks, monitor_check, monitor_figures, oom_checks, plan_cap_checks, throughput_checks, verdict,
+    engine_checks, memory_checks, monitor_check, monitor_figures, oom_checks, plan_cap_checks, throughput_checks,
+    verdict,
 )
 from gpu_memory import ROOT, calibrate, gpu_class, gpu_facts, summarize, write_calibration
 
@@ -55,6 +56,7 @@ def build_record(run: Run) -> dict[str, Any]:
     record["preflight"] = run.data.get("preflight")
     serve = run.data.get("serve") or {}
     record["serve"] = serve or None
+    record["engine_vs_mineru"] = run.data.get("engine_vs_mineru")
     watched = next((level for level in record["levels"] if level.get("monitor")), None)
     record["monitor"] = monitor_figures(watched) if watched else None
     if run.dry:
@@ -68,6 +70,8 @@ def build_record(run: Run) -> dict[str, Any]:
                    "detail": "the watched level did not run"})
     checks += throughput_checks(serve.get("throughput") or [])
     checks += oom_checks(serve.get("oom"), cap_applies=not run.dry)
+    checks += engine_checks(record["engine_vs_mineru"],
+                            "dry run: a tiny model on the CPU is no speed measurement" if run.dry else None)
     record.update(checks=checks, verdict=verdict(checks), steps=run.steps, budget_s=run.args.budget_s,
                   wall_s_before_finalize=round(run.elapsed(), 1))
     return _portable(record, run)
@@ -119,6 +123,7 @@ def verify_files(files: dict[str, Path], record: dict[str, Any], skipped: list[s
     saved = json.loads(files["record"].read_text())
     keys = ["machine", "command", "checks", "verdict", "steps"]
     keys += [] if "serve" in skipped else ["serve"]
+    keys += [] if "engine_vs_mineru" in skipped else ["engine_vs_mineru"]
     keys += [] if "memory_table" in skipped else ["levels", "summary", "monitor"]
     for key in keys:
         if not saved.get(key):
@@ -182,6 +187,11 @@ def print_summary(run: Run) -> None:
         cap = (oom.get("cap") or {}).get("cap_bytes")
         print(f"oom burst (cap {_gib(cap)} GiB): {oom['burst']['statuses']}; events {oom['oom_events']}; "
               f"recovery {oom['recovery']['statuses']}; healthy {oom.get('healthy_after')}")
+    engine = (record.get("engine_vs_mineru") or {}).get("summary")
+    if engine:
+        print(f"engine vs MinerU transformers ({record['engine_vs_mineru'].get('dtype')}, tokens/s): " + " | ".join(
+            f"c={c} {row['builtin_tokens_per_s']} vs {row['mineru_tokens_per_s']} = {row['ratio']}×"
+            for c, row in engine["by_concurrency"].items() if row["ratio"] is not None))
     checks = record.get("checks") or []
     counts = {s: sum(c["status"] == s for c in checks) for s in ("pass", "fail", "n/a")}
     print(f"checks: {counts['pass']} pass, {counts['fail']} fail, {counts['n/a']} n/a")

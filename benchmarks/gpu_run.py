@@ -5,7 +5,8 @@ preflight (imports, bitsandbytes on the GPU) -> build the real-size MinerU2.5 wi
 weights -> the memory table (benchmarks/gpu_memory.py: every level in a fresh process, one level
 (extreme) under `mineru-fit monitor watch` with a `monitor --once --json` snapshot) -> the built-in
 engine's server at concurrency 1, 8, 32 and its out-of-memory path under a real cap
-(benchmarks/gpu_serve.py) -> the record docs/measurements/<gpu>-<date>.json, calibration.json,
+(benchmarks/gpu_serve.py) -> the built-in engine against MinerU's own transformers backend in
+bf16 (benchmarks/engine_vs_mineru.py, issue 15's speed must-holds) -> the record docs/measurements/<gpu>-<date>.json, calibration.json,
 the README table and chart, pass/fail of every check, and a short table printed last.
 Everything it wrote is also copied to --out-dir (the device tool's $OUT). docs/gpu-run.md.
 
@@ -46,7 +47,13 @@ class Step:
 
 
 STEPS = (Step("preflight", 15, 90), Step("build_model", 20, 150), Step("memory_table", 170, 260),
-         Step("serve", 110, 180), Step("finalize", 10, 60))
+         Step("serve", 110, 180), Step("engine_vs_mineru", 90, 240), Step("finalize", 10, 60))
+# Steps a second try may leave out (what the first one already brought back).
+SKIPPABLE = ("memory_table", "serve", "engine_vs_mineru")
+# The engine against MinerU's transformers backend: pages per run. Several, because MinerU sends a
+# document's crops in one call (sorted by area, in batches of its batch size): at concurrency 8
+# one page's 7 crops fit one batch and nothing would wait to join.
+ENGINE_PAGES = 4
 FINALIZE_RESERVE_S = 30
 # Run under `monitor watch`: the longest run (batch 1), with 4-bit weights and the floor check.
 WATCH_LEVEL = "extreme"
@@ -256,6 +263,26 @@ def serve(run: Run, timeout: float) -> str:
     return ", ".join(f"c={r['concurrency']} {r['tokens_per_s']} tok/s" for r in rows)
 
 
+def engine_vs_mineru(run: Run, timeout: float) -> str:
+    """Issue 15's speed must-holds where decode dominates: benchmarks/engine_vs_mineru.py in bf16 on
+    the GPU, concurrency 8 first (the must-hold), then 1 and 4, then the levels' contexts at 1, as
+    the time box allows (its own budget stops before a run that would not fit)."""
+    out = run.work / "engine_vs_mineru.json"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "engine_vs_mineru.py"), "--model", str(run.data["model_dir"]),
+           "--device", run.device, "--rounds", "1", "--out", str(out), "--budget-s", str(int(timeout - 15))]
+    cmd += ["--shape", "tiny", "--concurrency", "8,1"] if run.dry else ["--pages", str(ENGINE_PAGES),
+                                                                       "--concurrency", "8,1,4"]
+    try:
+        run.sub(cmd, timeout, "engine_vs_mineru.log")
+    finally:  # it saves after each run: a step cut short still brings what it measured
+        if out.is_file():
+            run.data["engine_vs_mineru"] = json.loads(out.read_text())
+    summary = run.data["engine_vs_mineru"]["summary"]
+    rows = summary["by_concurrency"]
+    said = [f"c={c} {rows[c]['ratio']}×" for c in ("8", "1", "4") if rows[c]["ratio"] is not None]
+    return ", ".join(said) + (f"; {len(summary['skipped'])} runs left out by the time box" if summary["skipped"] else "")
+
+
 def finalize(run: Run, timeout: float) -> str:
     from gpu_land import FILES_NAME
     from gpu_record import build_record, verify_files, write_outputs
@@ -304,12 +331,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--wheels", type=Path, help="a folder of wheels to install first (no network needed)")
     parser.add_argument("--budget-s", type=float, help="the whole run, finalize included (default 450; dry 1800)")
-    parser.add_argument("--skip", default="", help="steps to leave out, comma-separated: memory_table, serve "
+    parser.add_argument("--skip", default="", help=f"steps to leave out, comma-separated: {', '.join(SKIPPABLE)} "
                                                    "(a second try with the device time left)")
     args = parser.parse_args(argv)
     args.skip_steps = sorted({name.strip() for name in args.skip.split(",") if name.strip()})
-    if set(args.skip_steps) - {"memory_table", "serve"}:
-        parser.error(f"--skip {args.skip}: only memory_table and serve can be left out")
+    if set(args.skip_steps) - set(SKIPPABLE):
+        parser.error(f"--skip {args.skip}: only {', '.join(SKIPPABLE)} can be left out")
     # A shared 2-core machine imports torch several times slower than the GPU machine's 16 cores.
     args.timeout_scale = 5.0 if args.dry else 1.0
     args.budget_s = args.budget_s or (1800.0 if args.dry else 450.0)
@@ -325,12 +352,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     print(f"make gpu{' (dry run on the CPU)' if args.dry else ''}: budget {args.budget_s:.0f} s, work in {run.work}"
           + (f"; {installed}" if installed else ""), flush=True)
     steps = {"preflight": preflight, "build_model": build_model, "memory_table": memory_table, "serve": serve,
-             "finalize": finalize}
+             "engine_vs_mineru": engine_vs_mineru, "finalize": finalize}
     run.data["build"] = start_build(run)
     for step in STEPS:
         if step.name == "build_model" and run.steps[-1]["status"] != "ok":
             break  # nothing runs without the imports the preflight checked
-        if step.name in ("memory_table", "serve") and ("model_dir" not in run.data or step.name in args.skip_steps):
+        if step.name in SKIPPABLE and ("model_dir" not in run.data or step.name in args.skip_steps):
             continue
         run.step(step, lambda timeout, s=step: steps[s.name](run, timeout))
     if run.steps[-1]["step"] != "finalize":  # the preflight failed: still say what is missing, and where

@@ -27,7 +27,9 @@ DEVICE_PACKAGES = ROOT / "scripts" / "gpu_device_packages.txt"
 # What the make-gpu steps import that the machine lacks (the test checks this list is complete).
 # typing-extensions is there, at a version not on record: pydantic needs >= 4.16, so ours comes along.
 CARRY = ("pydantic", "pydantic-core", "annotated-types", "typing-inspection", "typing-extensions",
-         "pydantic-settings", "python-dotenv", "fastapi", "starlette", "opentelemetry-api", "uvicorn", "bitsandbytes")
+         "pydantic-settings", "python-dotenv", "fastapi", "starlette", "opentelemetry-api", "uvicorn", "bitsandbytes",
+         # MinerU's own transformers backend, the other side of benchmarks/engine_vs_mineru.py.
+         "mineru-vl-utils", "httpx-retries", "loguru")
 # The device tool's limit on what travels with a call: working tree plus carried folders.
 TRAVEL_LIMIT_BYTES = 64 * 2**20
 PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_24_x86_64", "manylinux_2_17_x86_64",

@@ -41,13 +41,15 @@ def dry(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedP
 
 def test_every_step_runs_and_the_short_table_is_printed_last(dry: tuple) -> None:
     done, out, record = dry
-    assert [s["step"] for s in record["steps"]] == ["preflight", "build_model", "memory_table", "serve"]
+    assert [s["step"] for s in record["steps"]] == ["preflight", "build_model", "memory_table", "serve",
+                                                    "engine_vs_mineru"]
     assert all(s["status"] == "ok" and s["estimate_s"] > 0 for s in record["steps"])
     tail = done.stdout.strip().splitlines()[-12:]
     assert any(line.startswith("== make gpu on CPU dry run") and "pass" in line for line in tail)
     assert any(line.startswith("extreme ") for line in tail)  # the memory table row
     assert any(line.startswith("throughput (level basic): c=1") for line in tail)
     assert any(line.startswith("checks: ") and " 0 fail" in line for line in tail)
+    assert any(line.startswith("engine vs MinerU transformers (float32, tokens/s): c=1 ") for line in tail)
     assert tail[-1].startswith(f"files in {out}")
     # The run hid the packages the GPU machine will not have, and still ran.
     assert "packages hidden that the GPU machine will not have" in done.stdout
@@ -99,6 +101,22 @@ def test_the_engine_server_answered_every_request(dry: tuple) -> None:
     assert oom["burst"]["answered"] == oom["burst"]["requests"] == 16
     assert oom["recovery"]["statuses"] == {"200": 8} and oom["healthy_after"] is True
     assert "serving" in (out / "serve-throughput.log").read_text()
+
+
+def test_the_engine_ran_against_minerus_own_backend_with_the_carried_packages_only(dry: tuple) -> None:
+    _, _, record = dry
+    engine = record["engine_vs_mineru"]
+    # Concurrency 8 first (the must-hold), both sides the same tokens, on the model the run built.
+    runs = engine["runs"]
+    assert [(r["side"], r["concurrency"]) for r in runs[:2]] == [("builtin", 8), ("mineru_transformers", 8)]
+    assert {r["concurrency"] for r in runs} == {1, 8} and not engine["skipped"]
+    assert all(r["tokens"] == engine["workload"]["tokens_per_run"] for r in runs)
+    assert engine["model_dir"] == "$WORK/model" and "$WORK/model" in engine["command"]
+    by_name = {c["check"]: c for c in record["checks"]}
+    c8 = by_name["engine: concurrency 8 at least 1.5× MinerU's transformers backend"]
+    c1 = by_name["engine: concurrency 1 at least 0.95× it at every level's context"]
+    # A tiny model on the CPU says nothing about speed: figures in the detail, judged n/a.
+    assert c8["status"] == c1["status"] == "n/a" and "tokens/s" in c8["detail"] and "dry run" in c1["detail"]
 
 
 def test_the_files_it_would_write_are_written_and_can_be_landed(dry: tuple, tmp_path: Path) -> None:
