@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from gpu_checks import (  # noqa: E402
-    memory_checks, monitor_check, oom_checks, plan_cap_checks, throughput_checks, verdict,
+    engine_checks, memory_checks, monitor_check, oom_checks, plan_cap_checks, throughput_checks, verdict,
 )
 
 GIB = 2**30
@@ -150,3 +150,29 @@ def test_summary_swaps_the_estimated_context_for_the_measured_one() -> None:
     assert row["peak_over_floor"] == pytest.approx(1.107, abs=0.001)
     [plain] = summarize([result])  # no context measured (a CPU run): nothing calibrated is claimed
     assert "error_calibrated_pct" not in plain
+
+
+def _engine(c8: float | None, by_level: dict[str, float | None]) -> dict:
+    """engine_vs_mineru.py's summary, as much of it as the checks read."""
+    row = {"ratio": c8, "builtin_tokens_per_s": None if c8 is None else 30.0 * c8, "mineru_tokens_per_s": 30.0}
+    return {"dtype": "bfloat16", "workload": {"pages_per_round": 4},
+            "summary": {"by_concurrency": {"8": row},
+                        "concurrency_1_by_level": {lv: {"ratio_to_mineru_c1": r} for lv, r in by_level.items()}}}
+
+
+def test_engine_speed_checks_pass_fail_and_never_count_a_left_out_level_as_met() -> None:
+    c8 = "engine: concurrency 8 at least 1.5× MinerU's transformers backend"
+    c1 = "engine: concurrency 1 at least 0.95× it at every level's context"
+    every = {"none": 1.2, "basic": 1.1, "aggressive": 1.0, "extreme": 0.96}
+    assert _status(engine_checks(_engine(1.62, every))) == {c8: "pass", c1: "pass"}
+    assert _status(engine_checks(_engine(1.49, every)))[c8] == "fail"
+    assert _status(engine_checks(_engine(1.6, {**every, "extreme": 0.94})))[c1] == "fail"
+    # The time box left two levels out: what was measured passed, but the check is not met.
+    partial = engine_checks(_engine(1.6, {**every, "aggressive": None, "extreme": None}))
+    assert _status(partial)[c1] == "n/a" and "not measured: aggressive, extreme" in partial[1]["detail"]
+    # ... yet one measured level under the limit fails it outright.
+    assert _status(engine_checks(_engine(1.6, {"none": 0.9, "basic": None})))[c1] == "fail"
+    assert _status(engine_checks(_engine(None, every)))[c8] == "n/a"
+    assert _status(engine_checks(None)) == {c8: "n/a", c1: "n/a"}
+    dry = engine_checks(_engine(0.4, every), "dry run: no speed")
+    assert _status(dry) == {c8: "n/a", c1: "n/a"} and "0.4×" in dry[0]["detail"]
