@@ -11,7 +11,8 @@ logits processor that bans EOS until the request's length and then forces it (Mi
 with EOS; its batch runs until the longest row ends).
 
 Concurrency N = at most N requests in flight: the engine's batch cap (`--max-batch-size`) and
-MinerU's `batch_size`. Rounds interleave the two sides (and swap which goes first). On the CPU,
+MinerU's `batch_size`. Each side runs its model in a thread that ends with the run (the engine in
+its batcher's; MinerU's in one of its own: see in_own_thread). Rounds interleave the two sides (and swap which goes first). On the CPU,
 peak RSS is reset before each run (/proc/self/clear_refs) and read after it (VmHWM); on a GPU,
 torch's peaks (allocated, reserved) are reset and read, and the CUDA context is NVML's reading of
 this process before the model was loaded. The engine's peak is compared with the plan's predicted
@@ -177,6 +178,30 @@ def run_mineru(mineru: Any, loaded: Any, layouts: list[Any], crops: list[Any], s
     longest = max(n for _, _, n in shape.crops)
     client.batch_predict(crops, CONTENT_PROMPT, SamplingParams(temperature=0.0, max_new_tokens=longest), **extra)
     return forced.tokens
+
+
+def in_own_thread(fn: Any) -> Any:
+    """fn's result, computed in a thread that ends with it: the engine's side runs its model in its
+    batcher's thread, which ends with the run, and MinerU's side must not run in the main thread
+    instead. torch's OpenMP (libgomp) keeps a pool of workers for each thread that has run a
+    parallel region; MinerU's generate in the main thread left one alive, and with two pools on two
+    cores every later parallel region of the engine's thread slowed (the tiny model's decode step:
+    1.8 ms before one MinerU run in the main thread, 6.3 ms after; 1.8 ms after one in a thread of
+    its own; 2026-12-01, this 2-core CPU). A GPU runs its kernels elsewhere, but the rule holds."""
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["result"] = fn()
+        except BaseException as exc:  # re-raised in the caller, with its traceback
+            box["error"] = exc
+
+    thread = threading.Thread(target=run, name="mineru-side")
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    return box["result"]
 
 
 def run_engine(loaded: Any, messages: dict[str, Any], layouts: list[Any], crops: list[Any], shape: Shape,
@@ -401,13 +426,13 @@ def compare(args: argparse.Namespace) -> None:
         return lambda: run_engine(loaded, messages, layouts, crops, shape, concurrency, max_model_len)
 
     def theirs(concurrency: int) -> Any:
-        return lambda: run_mineru(mineru, loaded, layouts, crops, shape, concurrency, lengths)
+        return lambda: in_own_thread(lambda: run_mineru(mineru, loaded, layouts, crops, shape, concurrency, lengths))
 
     # Warm both paths once (first-call allocations, kernels), untimed.
     warm = Shape(layout=(shape.crops[0][0], shape.crops[0][1], 2), crops=shape.crops[:1], pages=1)
     run_engine(loaded, messages, layouts[:0], crops[:1], Shape(warm.layout, ((0, 0, 2),), 1), 1, context)
-    run_mineru(mineru, loaded, [], crops[:1], Shape(warm.layout, ((0, 0, 2),), 1), 1,
-               {k: (2 if v == shape.crops[0][2] else v) for k, v in lengths.items()})
+    in_own_thread(lambda: run_mineru(mineru, loaded, [], crops[:1], Shape(warm.layout, ((0, 0, 2),), 1), 1,
+                                     {k: (2 if v == shape.crops[0][2] else v) for k, v in lengths.items()}))
 
     runs: list[dict[str, Any]] = []
     result: dict[str, Any] = {
