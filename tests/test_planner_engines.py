@@ -123,6 +123,21 @@ def test_cpu_plan_counts_the_heap_a_prefill_leaves_behind():
     assert gpu.terms["margin"] == max(C.ALLOCATOR_MARGIN_MIN_BYTES, int(0.10 * gpu.terms["activations"]))
 
 
+def test_builtin_activations_are_one_requests_prefill_beside_the_rows_in_flight(spec):
+    from mineru_fit.planner import terms as T
+
+    # The engine prefills one request (one image) at a time while the other rows wait: a larger
+    # batch adds its rows' logits and the cache's one-layer rebuild, not another image's prefill.
+    hw = Hardware.from_vram(24)
+    one = make_report(spec, hw, PlanRequest(engine="builtin", level="basic", concurrency=1)).plan
+    eight = make_report(spec, hw, PlanRequest(engine="builtin", level="basic", concurrency=8)).plan
+    assert (one.batch_size, eight.batch_size) == (1, 8) and one.max_image_pixels == eight.max_image_pixels
+    image = T.vision_activation_bytes(spec, T.image_tokens(one.max_image_pixels, spec), 2)
+    grew = eight.terms["activations"] - one.terms["activations"]
+    assert grew == T.logits_bytes(spec, 7) + 2 * eight.terms["kv_cache"] // spec.text.num_layers
+    assert grew < image and eight.terms["kv_cache"] == 8 * one.terms["kv_cache"]
+
+
 def test_extreme_disables_cuda_graphs_in_every_engine(spec):
     hw = Hardware.from_vram(8)
     sg = make_report(spec, hw, PlanRequest(engine="sglang", level="extreme")).plan

@@ -1,7 +1,7 @@
 """One memory equation per engine: settings in, bytes per term out.
 
-- built-in: a hard cap; a static KV cache of batch × context and the batch's activations
-  inside it.
+- built-in: a hard cap; KV for batch × context (an upper bound: the cache grows with the tokens
+  in flight) and one request's prefill beside the rows in flight inside it.
 - SGLang: a static pool of mem_fraction_static × (memory free at start) holds weights and KV;
   activations and CUDA graphs live in the rest.
 - vLLM: reserves gpu_memory_utilization × total memory, refuses to start when less is free,
@@ -107,12 +107,17 @@ def size_builtin(spec: ModelSpec, hw: Hardware, r: Resolved) -> Sizing:
     weights = T.weights_bytes(spec, r.dtype, r.quant, quantize_vision=True, double_quant=True)
     kv_tokens = r.batch * r.context.max_model_len
     kv = kv_tokens * T.kv_bytes_per_token(spec, r.kv_dtype_bytes)
-    img_tokens = r.batch * r.context.max_image_tokens
+    # The engine prefills one request (one image: its per-request limit) at a time, alone, while
+    # the rows in flight wait; a decode step then runs every row at once, one token each.
+    img_tokens = r.context.max_image_tokens
     vision = T.vision_activation_bytes(spec, img_tokens, r.act_bytes)
     # The image embeddings stay alive while the language model runs its prefill.
     held = img_tokens * spec.text.hidden_size * r.act_bytes
-    llm = T.llm_prefill_activation_bytes(spec, r.batch * (r.context.max_image_tokens + C.PROMPT_TOKENS), r.act_bytes)
-    act = max(vision, llm + held) + T.logits_bytes(spec, r.batch)
+    llm = T.llm_prefill_activation_bytes(spec, img_tokens + C.PROMPT_TOKENS, r.act_bytes)
+    # A row joining or leaving rebuilds the cache one layer at a time: that layer's keys and
+    # values, padded, briefly exist twice beside the rest.
+    rebuild = 2 * kv // spec.text.num_layers if r.batch > 1 else 0
+    act = max(vision, llm + held) + T.logits_bytes(spec, r.batch) + rebuild
     if r.quant is not Quant.none:
         act += T.largest_linear_bytes(spec, r.dtype)
     if hw.is_cuda:
