@@ -407,8 +407,11 @@ def compare(args: argparse.Namespace) -> None:
     if cuda:
         from gpu_nvml import NvmlPeak  # beside this script
 
-        torch.zeros(1, device=device)  # the CUDA context, before the model: NVML's figure for this process
-        context_bytes = NvmlPeak(gpu_index(device)).now()
+        # Opened before the context exists: where NVML hides this pid, the device's used memory
+        # above that baseline stands in for the process's figure.
+        nvml = NvmlPeak(gpu_index(device))
+        torch.zeros(1, device=device)  # the CUDA context, before the model
+        context_bytes = nvml.now()
     baseline = rss_bytes("VmRSS")  # the interpreter with torch and transformers, before the model
     loaded = load_model(BuiltinOptions(model=str(model_dir), device=device, dtype=dtype, max_model_len=context,
                                        max_new_tokens=16,

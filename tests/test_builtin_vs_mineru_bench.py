@@ -64,3 +64,36 @@ def test_ceiling_times_the_prefill_no_scheduler_removes(tmp_path: Path) -> None:
     assert result["engine_prefill_s"] > 0 and result["mineru_concurrency_8_s"] > 0
     # The ceiling leaves decode out, so it is never below what this engine reached with its decode.
     assert result["ceiling_ratio_free_decode"] >= result["ratio_prefill_alone_then_decode_together"] > 0
+
+
+def test_a_gpu_result_is_judged_by_torchs_reserved_peak_and_the_plan_made_there(tmp_path: Path) -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import engine_vs_mineru as bench
+
+    gib = 2**30
+
+    def run(side: str, concurrency: int, tok_s: float, reserved: float, **extra: object) -> dict:
+        return {"side": side, "concurrency": concurrency, "round": 0, "tokens_per_s": tok_s, "pages_per_s": tok_s / 768,
+                "peak_rss_bytes": 3 * gib, "rss_before_bytes": 3 * gib, "torch_peak_reserved_bytes": int(reserved * gib),
+                "max_model_len": 32768 if side == "builtin" else None, **extra}
+
+    result = {"device": "cuda", "runs": [
+        run("builtin", 8, 160.0, 4.0, plan_predicted_peak_bytes=int(6.5 * gib)),
+        run("mineru_transformers", 8, 100.0, 3.5),
+        run("builtin", 1, 40.0, 3.0, plan_predicted_peak_bytes=int(3.0 * gib)),  # over its plan once the context counts
+        run("mineru_transformers", 1, 41.0, 3.0)],
+        "level_contexts": {"none": 32768, "basic": 8192, "aggressive": 4096, "extreme": 2048},
+        "process_rss_before_model_bytes": gib, "weights_bytes": 2 * gib, "cuda_context_bytes": gib // 2,
+        "model_dir": str(tmp_path / "no-such-model"), "skipped": ["concurrency 1 builtin at basic's 8192"]}
+    summary = bench.summarize(result)  # no planner call: a GPU result keeps the plan made for that GPU
+    assert summary["by_concurrency"]["8"]["ratio"] == 1.6
+    assert summary["by_concurrency"]["8"]["builtin_peak_torch_reserved_bytes"] == 4 * gib
+    rows = {m["concurrency"]: m for m in summary["memory_vs_plan"]}
+    assert rows[8]["reserved_plus_context_bytes"] == int(4.5 * gib) and rows[8]["within"] is True
+    assert rows[1]["within"] is False
+    must = summary["must_hold"]
+    assert must["concurrency_8_at_least_1.5x"]["met"] is True
+    # Levels the time box left out are not measured, so the concurrency-1 verdict is not "met".
+    assert must["concurrency_1_at_least_0.95x_at_every_level"]["met"] is None
+    assert must["peak_memory_within_plan"]["met"] is None and "memory table" in must["peak_memory_within_plan"]["measure"]
+    assert summary["skipped"] == ["concurrency 1 builtin at basic's 8192"]
