@@ -6,8 +6,9 @@ weights -> the memory table (benchmarks/gpu_memory.py: every level in a fresh pr
 (extreme) under `mineru-fit monitor watch` with a `monitor --once --json` snapshot) -> the built-in
 engine's server at concurrency 1, 8, 32 and its out-of-memory path under a real cap
 (benchmarks/gpu_serve.py) -> the built-in engine against MinerU's own transformers backend in
-bf16 (benchmarks/engine_vs_mineru.py, issue 15's speed must-holds) -> the record docs/measurements/<gpu>-<date>.json, calibration.json,
-the README table and chart, pass/fail of every check, and a short table printed last.
+bf16 (benchmarks/engine_vs_mineru.py, issue 15's speed must-holds) -> the record
+docs/measurements/<gpu>-<date>.json, calibration.json, the README table and chart, pass/fail of
+every check, and a short table printed last.
 Everything it wrote is also copied to --out-dir (the device tool's $OUT). docs/gpu-run.md.
 
     python benchmarks/gpu_run.py --out-dir DIR [--wheels .whl]     # on the GPU machine
