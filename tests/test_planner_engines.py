@@ -138,6 +138,18 @@ def test_builtin_activations_are_one_requests_prefill_beside_the_rows_in_flight(
     assert grew < image and eight.terms["kv_cache"] == 8 * one.terms["kv_cache"]
 
 
+def test_builtin_activations_hold_a_prompt_that_fills_the_context(spec):
+    from mineru_fit.planner import terms as T
+
+    # The engine accepts prompt + output up to max_model_len and prefills the prompt at once: a
+    # text-only request (MinerU's cross-page table merge sends them) of a full context must fit.
+    plan = make_report(spec, Hardware.from_vram(24), PlanRequest(engine="builtin", level="none")).plan
+    assert plan.max_model_len == 32768
+    text = T.llm_prefill_activation_bytes(spec, plan.max_model_len, 2)
+    image = T.vision_activation_bytes(spec, T.image_tokens(plan.max_image_pixels, spec), 2)
+    assert text > image and plan.terms["activations"] >= text + T.logits_bytes(spec, plan.batch_size)
+
+
 def test_extreme_disables_cuda_graphs_in_every_engine(spec):
     hw = Hardware.from_vram(8)
     sg = make_report(spec, hw, PlanRequest(engine="sglang", level="extreme")).plan

@@ -111,9 +111,12 @@ def size_builtin(spec: ModelSpec, hw: Hardware, r: Resolved) -> Sizing:
     # the rows in flight wait; a decode step then runs every row at once, one token each.
     img_tokens = r.context.max_image_tokens
     vision = T.vision_activation_bytes(spec, img_tokens, r.act_bytes)
-    # The image embeddings stay alive while the language model runs its prefill.
+    # The image embeddings stay alive while the language model runs its prefill. That prefill
+    # takes the whole prompt at once, and a request may fill the context with text (MinerU's
+    # cross-page table merge sends text-only prompts), so it is sized for max_model_len tokens.
     held = img_tokens * spec.text.hidden_size * r.act_bytes
-    llm = T.llm_prefill_activation_bytes(spec, img_tokens + C.PROMPT_TOKENS, r.act_bytes)
+    llm = T.llm_prefill_activation_bytes(spec, max(r.context.max_model_len, img_tokens + C.PROMPT_TOKENS),
+                                         r.act_bytes)
     # A row joining or leaving rebuilds the cache one layer at a time: that layer's keys and
     # values, padded, briefly exist twice beside the rest.
     rebuild = 2 * kv // spec.text.num_layers if r.batch > 1 else 0
