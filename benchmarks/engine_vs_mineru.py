@@ -185,9 +185,10 @@ def in_own_thread(fn: Any) -> Any:
     batcher's thread, which ends with the run, and MinerU's side must not run in the main thread
     instead. torch's OpenMP (libgomp) keeps a pool of workers for each thread that has run a
     parallel region; MinerU's generate in the main thread left one alive, and with two pools on two
-    cores every later parallel region of the engine's thread slowed (the tiny model's decode step:
-    1.8 ms before one MinerU run in the main thread, 6.3 ms after; 1.8 ms after one in a thread of
-    its own; 2026-12-01, this 2-core CPU). A GPU runs its kernels elsewhere, but the rule holds."""
+    cores every later parallel region of the engine's thread slowed (benchmarks/openmp_pools.py:
+    the tiny model's decode step 1.1 ms, 1.1 ms after a MinerU run in a thread of its own, 2.5 ms
+    after one in the main thread; 2026-12-01, this 2-core CPU). A GPU runs its kernels elsewhere,
+    but the rule holds."""
     box: dict[str, Any] = {}
 
     def run() -> None:
@@ -400,7 +401,8 @@ def compare(args: argparse.Namespace) -> None:
     if args.tiny:
         from fixtures.tiny_qwen2vl import build_tiny_qwen2vl
 
-        model_dir = build_tiny_qwen2vl(Path(tempfile.mkdtemp()) / "tiny")
+        # In a thread that ends, like every model run here (in_own_thread says why).
+        model_dir = in_own_thread(lambda: build_tiny_qwen2vl(Path(tempfile.mkdtemp()) / "tiny"))
     contexts = level_contexts(model_dir)
     context = contexts["none"]
     context_bytes = None

@@ -97,3 +97,15 @@ def test_a_gpu_result_is_judged_by_torchs_reserved_peak_and_the_plan_made_there(
     assert must["concurrency_1_at_least_0.95x_at_every_level"]["met"] is None
     assert must["peak_memory_within_plan"]["met"] is None and "memory table" in must["peak_memory_within_plan"]["measure"]
     assert summary["skipped"] == ["concurrency 1 builtin at basic's 8192"]
+
+
+def test_openmp_pools_times_the_engine_before_and_after_minerus_side_ran(tmp_path: Path) -> None:
+    out = tmp_path / "openmp_pools.json"
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "openmp_pools.py"), "--out", str(out)],
+                          capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    phases = json.loads(out.read_text())["phases"]
+    assert [p["phase"] for p in phases] == ["before MinerU ran", "after MinerU ran in a thread of its own",
+                                            "after MinerU ran in the main thread", "again, later"]
+    # The same work each time (speed lives in the JSON, not here).
+    assert len({(p["tokens"], p["decode_steps"]) for p in phases}) == 1 and phases[0]["decode_step_ms"] > 0
