@@ -38,12 +38,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     import torch
-    from mineru_vl_utils import MinerUClient
 
     from mineru_fit.engines.builtin.generation import Generator
     from mineru_fit.engines.builtin.jobs import Job, SamplingKey
-    from mineru_fit.engines.builtin.loader import load_model
-    from mineru_fit.engines.builtin.options import BuiltinOptions
 
     torch.set_num_threads(os.cpu_count() or 1)
     shape = B.TINY if args.tiny else B.REAL
@@ -55,11 +52,8 @@ def main() -> None:
     if model_dir is None:
         parser.error("--model DIR or --tiny")
     context = B.level_contexts(model_dir)["none"]
-    loaded = load_model(BuiltinOptions(model=str(model_dir), device="cpu", dtype="float32", max_model_len=context,
-                                       max_new_tokens=16, max_image_pixels=64 * 28 * 28 if args.tiny else 1605632))
-    mineru = MinerUClient(backend="transformers", model=loaded.model, processor=loaded.processor, batch_size=1,
-                          use_tqdm=False)
-    messages = {p: mineru.client.build_messages(p) for p in (B.LAYOUT_PROMPT, B.CONTENT_PROMPT)}
+    loaded = B.load(model_dir, context, args.tiny)
+    mineru, messages = B.mineru_side(loaded)
     layouts, crops = B.page_images(shape)
     key = SamplingKey.from_request(temperature=0, ignore_eos=True, skip_special_tokens=False)
     generator = Generator(loaded, max_model_len=context)

@@ -180,6 +180,24 @@ def run_mineru(mineru: Any, loaded: Any, layouts: list[Any], crops: list[Any], s
     return forced.tokens
 
 
+def load(model_dir: Path, max_model_len: int, tiny: bool, device: str = "cpu", dtype: str = "float32") -> Any:
+    """The model as the engine loads it, with the pixel cap of the workload's shape."""
+    from mineru_fit.engines.builtin.loader import load_model
+    from mineru_fit.engines.builtin.options import BuiltinOptions
+
+    return load_model(BuiltinOptions(model=str(model_dir), device=device, dtype=dtype, max_model_len=max_model_len,
+                                     max_new_tokens=16, max_image_pixels=64 * 28 * 28 if tiny else 1605632))
+
+
+def mineru_side(loaded: Any) -> tuple[Any, dict[str, Any]]:
+    """MinerU's transformers backend on the same model object, and its messages for both prompts."""
+    from mineru_vl_utils import MinerUClient
+
+    mineru = MinerUClient(backend="transformers", model=loaded.model, processor=loaded.processor, batch_size=1,
+                          use_tqdm=False)
+    return mineru, {p: mineru.client.build_messages(p) for p in (LAYOUT_PROMPT, CONTENT_PROMPT)}
+
+
 def in_own_thread(fn: Any) -> Any:
     """fn's result, computed in a thread that ends with it: the engine's side runs its model in its
     batcher's thread, which ends with the run, and MinerU's side must not run in the main thread
@@ -382,10 +400,6 @@ def compare(args: argparse.Namespace) -> None:
     import dataclasses
 
     import torch
-    from mineru_vl_utils import MinerUClient
-
-    from mineru_fit.engines.builtin.loader import load_model
-    from mineru_fit.engines.builtin.options import BuiltinOptions
 
     budget = Budget(args.budget_s)
     device = args.device
@@ -415,13 +429,8 @@ def compare(args: argparse.Namespace) -> None:
         torch.zeros(1, device=device)  # the CUDA context, before the model
         context_bytes = nvml.now()
     baseline = rss_bytes("VmRSS")  # the interpreter with torch and transformers, before the model
-    loaded = load_model(BuiltinOptions(model=str(model_dir), device=device, dtype=dtype, max_model_len=context,
-                                       max_new_tokens=16,
-                                       max_image_pixels=64 * 28 * 28 if tiny_shape else 1605632))
-    mineru = MinerUClient(backend="transformers", model=loaded.model, processor=loaded.processor, batch_size=1,
-                          use_tqdm=False)
-    client = mineru.client
-    messages = {p: client.build_messages(p) for p in (LAYOUT_PROMPT, CONTENT_PROMPT)}
+    loaded = load(model_dir, context, tiny_shape, device, dtype)
+    mineru, messages = mineru_side(loaded)
     layouts, crops = page_images(shape)
 
     lengths = forced_lengths(loaded, messages, layouts, crops, shape)
@@ -524,7 +533,7 @@ def header_weights_bytes(model_dir: Path) -> int:
 
 def summarize(result: dict[str, Any], isolated: Optional[list[dict[str, Any]]] = None) -> dict[str, Any]:
     runs, contexts = result["runs"], result["level_contexts"]
-    context, baseline, weights = contexts["none"], result["process_rss_before_model_bytes"], result["weights_bytes"]
+    context = contexts["none"]
     model_dir = Path(result["model_dir"])
     cpu = result.get("device", "cpu") == "cpu"
 
@@ -624,10 +633,6 @@ def memory_verdict(shared: list[dict[str, Any]], isolated: Optional[list[dict[st
 def memory_child(model_dir: Optional[Path], tiny: bool, concurrency: int, max_model_len: int) -> dict[str, Any]:
     """One configuration in this (fresh) process: load, run the engine's side of the workload."""
     import torch
-    from mineru_vl_utils import MinerUClient
-
-    from mineru_fit.engines.builtin.loader import load_model
-    from mineru_fit.engines.builtin.options import BuiltinOptions
 
     torch.set_num_threads(os.cpu_count() or 1)
     shape = TINY if tiny else REAL
@@ -648,16 +653,12 @@ def memory_child(model_dir: Optional[Path], tiny: bool, concurrency: int, max_mo
     sampler = threading.Thread(target=sample, daemon=True)
     anon_before = anon_peak[0]
     sampler.start()
-    loaded = load_model(BuiltinOptions(model=str(model_dir), device="cpu", dtype="float32",
-                                       max_model_len=max_model_len, max_new_tokens=16,
-                                       max_image_pixels=64 * 28 * 28 if tiny else 1605632))
+    loaded = load(model_dir, max_model_len, tiny)
     loading.set()
     sampler.join()
     load_peak = rss_bytes("VmHWM")
     after_load = rss_bytes("VmRSS")
-    client = MinerUClient(backend="transformers", model=loaded.model, processor=loaded.processor, batch_size=1,
-                          use_tqdm=False).client
-    messages = {p: client.build_messages(p) for p in (LAYOUT_PROMPT, CONTENT_PROMPT)}
+    _, messages = mineru_side(loaded)
     layouts, crops = page_images(shape)
     reset_peak()
     start = time.perf_counter()

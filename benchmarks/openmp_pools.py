@@ -37,11 +37,8 @@ def main() -> None:
     sys.path.insert(0, str(B.ROOT / "tests"))
     import torch
     from fixtures.tiny_qwen2vl import build_tiny_qwen2vl
-    from mineru_vl_utils import MinerUClient
 
     from mineru_fit.engines.builtin import generation
-    from mineru_fit.engines.builtin.loader import load_model
-    from mineru_fit.engines.builtin.options import BuiltinOptions
 
     torch.set_num_threads(os.cpu_count() or 1)
     # The model `benchmarks/realsize.py --tiny` builds, built in a thread that ends: building it in
@@ -50,11 +47,8 @@ def main() -> None:
                                                            vision={"embed_dim": 64}))
     shape = B.Shape(layout=(224, 224, B.TINY.layout[2] * OUTPUT_SCALE),
                     crops=tuple((w, h, n * OUTPUT_SCALE) for w, h, n in B.TINY.crops), pages=PAGES)
-    loaded = load_model(BuiltinOptions(model=str(model_dir), device="cpu", dtype="float32", max_model_len=2048,
-                                       max_new_tokens=16, max_image_pixels=64 * 28 * 28))
-    mineru = MinerUClient(backend="transformers", model=loaded.model, processor=loaded.processor, batch_size=1,
-                          use_tqdm=False)
-    messages = {p: mineru.client.build_messages(p) for p in (B.LAYOUT_PROMPT, B.CONTENT_PROMPT)}
+    loaded = B.load(model_dir, 2048, tiny=True)
+    mineru, messages = B.mineru_side(loaded)
     layouts, crops = B.page_images(shape)
     lengths = B.forced_lengths(loaded, messages, layouts, crops, shape)
 
