@@ -483,7 +483,7 @@ def compare(args: argparse.Namespace) -> None:
         run.update(fields)
         if run["tokens"] != expected_tokens:
             raise SystemExit(f"{side} generated {run['tokens']} tokens, not {expected_tokens}")
-        if side == "builtin":  # judged where it ran: the plan for this machine
+        if side == "builtin" and cuda:  # judged later without that GPU: keep the plan made for it
             run["plan_predicted_peak_bytes"] = plan_peak(model_dir, run["concurrency"], run["max_model_len"],
                                                          device, dtype)
         budget.took(run["seconds"])
